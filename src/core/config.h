@@ -1,0 +1,81 @@
+/*
+ * config.h - the configuration file (libconfuse syntax), typed and checked.
+ *
+ * The file holds what the store does not: hostname, listeners, data
+ * directory, limits, TLS files, resolver, outbound delivery. Unknown keys and
+ * values of the wrong type are errors that name file:line. Every field has a
+ * default so that a minimal file (hostname + data_dir) works.
+ *
+ * Example:
+ *   hostname = "mail.example.test"
+ *   data_dir = "/var/lib/dakiya"
+ *   listen { smtp = {"127.0.0.1:2525"} }
+ *   limits { message_size = 52428800 }
+ */
+#ifndef DAKIYA_CONFIG_H
+#define DAKIYA_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+struct config_limits {
+	uint64_t message_size;        /* bytes; SIZE advertised; default 50 MiB */
+	unsigned recipients;          /* per message; default 1000 */
+	unsigned line_length;         /* command line incl. CRLF; default 4096 */
+	unsigned connections_per_ip;  /* default 50 */
+	unsigned sessions;            /* in total; default 10000 */
+	unsigned command_timeout;     /* seconds waiting for a command; default 300 */
+	unsigned data_timeout;        /* seconds between DATA/BDAT blocks; default 600 */
+	unsigned errors;              /* protocol errors before disconnect; default 10 */
+	unsigned junk_commands;       /* NOOP/RSET/VRFY/HELP... before disconnect; default 100 */
+	unsigned messages_per_session;/* default 10000 */
+	unsigned header_size;         /* bytes of header section; default 1 MiB */
+};
+
+struct config_listen {
+	char **smtp;        /* "ip:port" or "[v6]:port" strings; NULL-terminated */
+	char **submission;
+	char **submissions;
+	char **imap;
+	char **imaps;
+	char **pop3;
+	char **pop3s;
+};
+
+struct config {
+	char *path;         /* the file this came from */
+	char *hostname;     /* our name in banners and Received: */
+	char *data_dir;     /* store and blobs live here */
+	char *resolver;     /* "system" or "IP@PORT" forwarders */
+	char *user;         /* drop privileges to this user after binding ("" = stay) */
+	char *log_level;    /* debug|info|warn|error */
+	unsigned workers;   /* event-loop threads; 0 = one per core */
+	bool dev;           /* development mode (quickstart --dev) */
+	struct config_listen listen;
+	struct config_limits limits;
+	struct {
+		char *cert;
+		char *key;
+	} tls;
+	struct {
+		unsigned port;  /* default 25 (2525 in --dev) */
+		char *source;   /* local address for outbound connections, "" = any */
+		char *family;   /* "any", "ipv4", "ipv6", "prefer-ipv4", "prefer-ipv6" */
+	} delivery;
+};
+
+/* Parse path into cfg (which it initialises). On error returns -1 and puts a
+ * message naming file:line into err. */
+int config_load(const char *path, struct config *cfg, struct buf *err);
+void config_free(struct config *cfg); /* accepts NULL */
+/* Fill cfg with defaults only (used by tests and by quickstart). */
+void config_defaults(struct config *cfg);
+
+/* Where the config file is: explicit path, else $DAKIYA_CONFIG, else
+ * /etc/dakiya/dakiya.conf. */
+const char *config_default_path(const char *explicit_path);
+
+#endif

@@ -1,0 +1,160 @@
+/*
+ * store.h - the mail store: domains, users, aliases, mailboxes, messages,
+ * the queue, and the blob files that hold message bodies.
+ *
+ * This is the whole contract between protocol code and storage; the SQLite
+ * backend (store_sqlite.c) implements it today and a PostgreSQL backend can
+ * implement it later without touching protocol code.
+ *
+ * Threading: a struct store is one connection; use one per thread. Several
+ * processes (the server and the CLI) may open the same store at once.
+ *
+ * Names: domains are stored and compared in lower case; local parts compare
+ * case-insensitively (ASCII). Addresses passed in are "local@domain".
+ *
+ * Return values: STORE_OK (0) or one of the negative codes below; functions
+ * that fail with STORE_ERR put a message into the store's last error
+ * (store_error()).
+ */
+#ifndef DAKIYA_STORE_H
+#define DAKIYA_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "core/buf.h"
+
+enum store_rc {
+	STORE_OK = 0,
+	STORE_NOTFOUND = -1, /* no such domain/user/alias/message */
+	STORE_EXISTS = -2,   /* already there */
+	STORE_NOTLOCAL = -3, /* the domain is not one of ours */
+	STORE_INVALID = -4,  /* bad argument (syntax of an address, ...) */
+	STORE_BUSY = -5,     /* temporary: locked, try again */
+	STORE_ERR = -6,      /* anything else; see store_error() */
+};
+
+struct store;
+
+/* Open (creating if needed) the store under data_dir: data_dir/dakiya.db
+ * (SQLite, WAL) and data_dir/blobs/. Runs schema migrations. NULL on error
+ * with the reason in err. */
+struct store *store_open(const char *data_dir, struct buf *err);
+void store_close(struct store *st); /* accepts NULL */
+const char *store_error(const struct store *st);
+const char *store_data_dir(const struct store *st);
+
+/* ---- domains ---- */
+int store_domain_add(struct store *st, const char *domain);
+int store_domain_del(struct store *st, const char *domain); /* also its users, aliases, mail */
+int store_domain_exists(struct store *st, const char *domain); /* STORE_OK or STORE_NOTFOUND */
+int store_domain_list(struct store *st, void (*cb)(void *arg, const char *domain), void *arg);
+
+/* ---- users ---- */
+/* Adds the user and its mailboxes INBOX, Sent, Drafts, Junk, Trash (with their
+ * special-use roles). The domain must exist (else STORE_NOTLOCAL). pwhash is a
+ * crypt(3) hash string. */
+int store_user_add(struct store *st, const char *address, const char *pwhash);
+int store_user_del(struct store *st, const char *address);
+int store_user_passwd(struct store *st, const char *address, const char *pwhash);
+/* The user's crypt(3) hash into out. */
+int store_user_get_hash(struct store *st, const char *address, struct buf *out);
+/* All users (domain == NULL) or those of one domain. */
+int store_user_list(struct store *st, const char *domain,
+    void (*cb)(void *arg, const char *address), void *arg);
+
+/* ---- aliases ---- */
+/* address is "local@domain", or "@domain" for a catch-all. target is any
+ * address (local or remote). One row per (address, target). */
+int store_alias_add(struct store *st, const char *address, const char *target);
+/* target == NULL removes every target of address. */
+int store_alias_del(struct store *st, const char *address, const char *target);
+int store_alias_list(struct store *st, const char *domain,
+    void (*cb)(void *arg, const char *address, const char *target), void *arg);
+
+/* ---- recipients ---- */
+#define STORE_RCPT_MAX_TARGETS 64
+struct store_rcpt {
+	size_t n;
+	/* final local mailbox owners, "local@domain" as stored (canonical case) */
+	char *users[STORE_RCPT_MAX_TARGETS];
+	/* remote targets reached through aliases (for the outbound queue) */
+	size_t nremote;
+	char *remote[STORE_RCPT_MAX_TARGETS];
+};
+/* Resolve a recipient: exact user; exact alias; the same without "+tag";
+ * catch-all "@domain". Aliases expand recursively (depth <= 8, loops cut).
+ * Returns STORE_OK with targets filled (free with store_rcpt_free),
+ * STORE_NOTFOUND (our domain, nobody there), STORE_NOTLOCAL (not our domain),
+ * STORE_BUSY/STORE_ERR on trouble. */
+int store_resolve_rcpt(struct store *st, const char *local, const char *domain,
+    struct store_rcpt *out);
+void store_rcpt_free(struct store_rcpt *r);
+
+/* ---- blobs ---- */
+/* Message bodies are files data_dir/blobs/<bucket>/<id>, written once,
+ * fsynced, never changed. blob_path gives the path for an id (bucket derived
+ * from the id); the directory is created if missing. */
+int store_blob_path(struct store *st, const char *id, struct buf *path);
+/* The directory part of store_blob_path (for fsync of the directory). */
+int store_blob_dir(struct store *st, const char *id, struct buf *dir);
+
+/* ---- delivery ---- */
+struct store_delivery {
+	const char *blob;          /* blob id (the queue id) */
+	uint64_t size;             /* bytes in the blob */
+	time_t internal_date;
+	const char *mail_from;     /* envelope sender ("" for <>) */
+	const char *message_id;    /* header summary, may be NULL */
+	const char *from;
+	const char *subject;
+	const char *date;
+	const char *const *users;  /* local owners */
+	const char *const *folders;/* per user: mailbox name, NULL = INBOX */
+	size_t nusers;
+	/* remote recipients to queue (outbound); may be 0 */
+	const char *const *remote;
+	size_t nremote;
+};
+/* Commit a batch of accepted messages in ONE transaction: each delivered into
+ * its users' mailboxes (new UID and MODSEQ per mailbox), remote recipients
+ * into the queue. The blob files must already be on stable storage. On
+ * return STORE_OK everything is durable (synchronous=FULL). */
+int store_deliver_batch(struct store *st, const struct store_delivery *d, size_t n);
+
+/* ---- reading mailboxes ---- */
+enum store_flag {
+	STORE_FLAG_SEEN = 1,
+	STORE_FLAG_ANSWERED = 2,
+	STORE_FLAG_FLAGGED = 4,
+	STORE_FLAG_DELETED = 8,
+	STORE_FLAG_DRAFT = 16,
+};
+struct store_msginfo {
+	uint32_t uid;
+	uint64_t modseq;
+	uint64_t size;
+	time_t internal_date;
+	unsigned flags;            /* enum store_flag bits */
+	const char *keywords;      /* space-separated, "" if none */
+	const char *blob;
+	const char *message_id;    /* "" if none */
+	const char *from;
+	const char *subject;
+	const char *date;
+};
+/* Messages of address's folder (NULL = INBOX), by UID. */
+int store_mailbox_list(struct store *st, const char *address, const char *folder,
+    void (*cb)(void *arg, const struct store_msginfo *m), void *arg);
+/* Path of the blob holding message uid of that folder. */
+int store_message_path(struct store *st, const char *address, const char *folder,
+    uint32_t uid, struct buf *path);
+/* Folder names of a user with their special-use ("" if none). */
+int store_folder_list(struct store *st, const char *address,
+    void (*cb)(void *arg, const char *name, const char *special_use, uint32_t uidvalidity,
+        uint32_t uidnext),
+    void *arg);
+
+#endif
