@@ -18,8 +18,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "core/buf.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/dakiya/dakiya.conf"
 
 struct config_limits {
 	uint64_t message_size;        /* bytes; SIZE advertised; default 50 MiB */
@@ -77,5 +80,19 @@ void config_defaults(struct config *cfg);
 /* Where the config file is: explicit path, else $DAKIYA_CONFIG, else
  * /etc/dakiya/dakiya.conf. */
 const char *config_default_path(const char *explicit_path);
+
+/* Parse a listener address "IPv4:PORT" or "[IPv6]:PORT" (numeric only, port
+ * 1-65535) into ss and sslen (either may be NULL to only validate). 0 or -1. */
+int config_parse_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *sslen);
+/* True if s is a valid resolver setting: "system", "IP" or "IP@PORT". */
+bool config_valid_resolver(const char *s);
+/* True if s is a syntactically valid DNS host or domain name (ASCII letters,
+ * digits, hyphens; labels of 1-63; at most 253 characters). */
+bool config_valid_hostname(const char *s);
+/* The log level named by name (debug|info|warn|error), or -1. The value is
+ * an enum log_level (core/log.h). */
+int config_log_level(const char *name);
+/* Number of entries of a NULL-terminated listener list (NULL counts as 0). */
+size_t config_listen_count(char *const *list);
 
 #endif
