@@ -1,1 +1,448 @@
-/* placeholder: being written */
+/*
+ * accept.c - durable commit of accepted messages (see accept.h).
+ *
+ * Pipeline: session --accept_commit--> sync threads (fdatasync each blob,
+ * concurrently) --> committer thread (fsync blob dirs once per batch, one
+ * store transaction for the batch) --> the session's loop (doneq).
+ *
+ * Invariant: a message reaches its callback with rc == 0 only after its blob
+ * file, the directory entry and the store rows are on stable storage.
+ */
+#include "queue/accept.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "smtp/smtp_parse.h"
+#include "store/store.h"
+
+#define COMMIT_BATCH_MAX 512
+#define SUMMARY_MAX 998
+
+struct mq {
+	struct accept_msg *head, *tail;
+	size_t n;
+};
+
+struct accept_ctx {
+	pthread_mutex_t mu;
+	pthread_cond_t sync_cv;   /* work for the sync threads */
+	pthread_cond_t commit_cv; /* work for the committer */
+	struct mq sync_q;
+	struct mq commit_q;
+	bool stop;
+	unsigned nsync;
+	pthread_t *sync_threads;
+	pthread_t committer;
+	struct store *store;
+	unsigned busy_syncs;      /* sync threads currently working */
+};
+
+static void mq_push(struct mq *q, struct accept_msg *m)
+{
+	m->next = NULL;
+	if (q->tail)
+		q->tail->next = m;
+	else
+		q->head = m;
+	q->tail = m;
+	q->n++;
+}
+
+static struct accept_msg *mq_pop(struct mq *q)
+{
+	struct accept_msg *m = q->head;
+	if (m) {
+		q->head = m->next;
+		if (q->head == NULL)
+			q->tail = NULL;
+		q->n--;
+		m->next = NULL;
+	}
+	return m;
+}
+
+/* Hand a finished message back to its loop. Called from any thread. */
+static void finish(struct accept_msg *m)
+{
+	struct accept_doneq *q = m->doneq;
+	pthread_mutex_lock(&q->mu);
+	m->next = NULL;
+	bool was_empty = q->head == NULL;
+	if (q->tail)
+		q->tail->next = m;
+	else
+		q->head = m;
+	q->tail = m;
+	pthread_mutex_unlock(&q->mu);
+	if (was_empty)
+		event_active(q->ev, EV_READ, 0);
+}
+
+/* On the loop: run the callbacks of every finished message. */
+static void doneq_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct accept_doneq *q = arg;
+	pthread_mutex_lock(&q->mu);
+	struct accept_msg *m = q->head;
+	q->head = q->tail = NULL;
+	pthread_mutex_unlock(&q->mu);
+	while (m) {
+		struct accept_msg *next = m->next;
+		m->next = NULL;
+		m->cb(m, m->cb_arg);
+		m = next;
+	}
+}
+
+int accept_doneq_init(struct accept_doneq *q, struct event_base *base)
+{
+	pthread_mutex_init(&q->mu, NULL);
+	q->head = q->tail = NULL;
+	q->ev = event_new(base, -1, EV_PERSIST, doneq_cb, q);
+	return q->ev ? 0 : -1;
+}
+
+void accept_doneq_free(struct accept_doneq *q)
+{
+	if (q->ev)
+		event_free(q->ev);
+	q->ev = NULL;
+	pthread_mutex_destroy(&q->mu);
+}
+
+static void *sync_main(void *arg)
+{
+	struct accept_ctx *ctx = arg;
+	pthread_mutex_lock(&ctx->mu);
+	for (;;) {
+		while (ctx->sync_q.head == NULL && !ctx->stop)
+			pthread_cond_wait(&ctx->sync_cv, &ctx->mu);
+		struct accept_msg *m = mq_pop(&ctx->sync_q);
+		if (m == NULL)
+			break; /* stopping and nothing left */
+		ctx->busy_syncs++;
+		pthread_mutex_unlock(&ctx->mu);
+
+		int rc = 0;
+		if (m->write_errno)
+			rc = -m->write_errno;
+		else if (fdatasync(m->fd) < 0)
+			rc = -errno;
+		if (close(m->fd) < 0 && rc == 0)
+			rc = -errno;
+		m->fd = -1;
+
+		pthread_mutex_lock(&ctx->mu);
+		ctx->busy_syncs--;
+		if (rc != 0) {
+			pthread_mutex_unlock(&ctx->mu);
+			log_err(m->qid, "event=sync-failed path=%s error=\"%s\"", buf_cstr(&m->path),
+			    strerror(-rc));
+			unlink(buf_cstr(&m->path));
+			m->rc = rc;
+			finish(m);
+			pthread_mutex_lock(&ctx->mu);
+			continue;
+		}
+		mq_push(&ctx->commit_q, m);
+		pthread_cond_signal(&ctx->commit_cv);
+	}
+	pthread_mutex_unlock(&ctx->mu);
+	return NULL;
+}
+
+/* Summary header into a malloc'ed string ("" if absent). */
+static char *summary(const struct accept_msg *m, const char *name)
+{
+	struct buf v = BUF_INIT;
+	buf_init(&v, SUMMARY_MAX + 8);
+	if (!smtp_header_get(m->hdr.data ? m->hdr.data : "", m->hdr.len, name, &v, SUMMARY_MAX) ||
+	    buf_err(&v)) {
+		buf_free(&v);
+		return strdup("");
+	}
+	return buf_steal(&v);
+}
+
+static void commit_batch(struct accept_ctx *ctx, struct accept_msg **ms, size_t n)
+{
+	/* The blob directories: usually one per batch (ids are time-ordered). */
+	const char *last_dir = NULL;
+	int rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const char *d = buf_cstr(&ms[i]->dir);
+		if (last_dir && strcmp(last_dir, d) == 0)
+			continue;
+		bool seen = false;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = strcmp(buf_cstr(&ms[j]->dir), d) == 0;
+		last_dir = d;
+		if (!seen && util_fsync_dir(d) < 0) {
+			rc = -errno;
+			log_err("-", "event=fsync-dir-failed dir=%s error=\"%s\"", d, strerror(errno));
+		}
+	}
+
+	struct store_delivery *ds = calloc(n, sizeof *ds);
+	char **sums = calloc(n * 4, sizeof *sums);
+	if (ds == NULL || sums == NULL)
+		rc = -ENOMEM;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct accept_msg *m = ms[i];
+		sums[i * 4 + 0] = summary(m, "Message-ID");
+		sums[i * 4 + 1] = summary(m, "From");
+		sums[i * 4 + 2] = summary(m, "Subject");
+		sums[i * 4 + 3] = summary(m, "Date");
+		ds[i] = (struct store_delivery){
+		    .blob = m->qid,
+		    .size = m->size,
+		    .internal_date = (time_t)(m->received_ms / 1000),
+		    .mail_from = m->mail_from ? m->mail_from : "",
+		    .message_id = sums[i * 4 + 0],
+		    .from = sums[i * 4 + 1],
+		    .subject = sums[i * 4 + 2],
+		    .date = sums[i * 4 + 3],
+		    .users = (const char *const *)m->users,
+		    .folders = NULL,
+		    .nusers = m->nusers,
+		    .remote = (const char *const *)m->remote,
+		    .nremote = m->nremote,
+		};
+	}
+	if (rc == 0) {
+		for (int attempt = 0; attempt < 20; attempt++) {
+			rc = store_deliver_batch(ctx->store, ds, n);
+			if (rc != STORE_BUSY)
+				break;
+			usleep(50000);
+		}
+		if (rc != 0)
+			log_err("-", "event=commit-failed messages=%zu rc=%d error=\"%s\"", n, rc,
+			    store_error(ctx->store));
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (sums)
+			for (int k = 0; k < 4; k++)
+				free(sums[i * 4 + k]);
+		ms[i]->rc = rc;
+		if (rc != 0)
+			unlink(buf_cstr(&ms[i]->path));
+		finish(ms[i]);
+	}
+	free(sums);
+	free(ds);
+}
+
+static void *committer_main(void *arg)
+{
+	struct accept_ctx *ctx = arg;
+	struct accept_msg **batch = calloc(COMMIT_BATCH_MAX, sizeof *batch);
+	if (batch == NULL)
+		abort();
+	pthread_mutex_lock(&ctx->mu);
+	for (;;) {
+		while (ctx->commit_q.head == NULL &&
+		    !(ctx->stop && ctx->sync_q.head == NULL && ctx->busy_syncs == 0))
+			pthread_cond_wait(&ctx->commit_cv, &ctx->mu);
+		if (ctx->commit_q.head == NULL)
+			break;
+		size_t n = 0;
+		struct accept_msg *m;
+		while (n < COMMIT_BATCH_MAX && (m = mq_pop(&ctx->commit_q)) != NULL)
+			batch[n++] = m;
+		pthread_mutex_unlock(&ctx->mu);
+		commit_batch(ctx, batch, n);
+		pthread_mutex_lock(&ctx->mu);
+	}
+	pthread_mutex_unlock(&ctx->mu);
+	free(batch);
+	return NULL;
+}
+
+struct accept_ctx *accept_start(const char *data_dir, unsigned sync_threads, struct buf *err)
+{
+	struct accept_ctx *ctx = calloc(1, sizeof *ctx);
+	if (ctx == NULL) {
+		buf_puts(err, "out of memory");
+		return NULL;
+	}
+	ctx->store = store_open(data_dir, err);
+	if (ctx->store == NULL) {
+		free(ctx);
+		return NULL;
+	}
+	pthread_mutex_init(&ctx->mu, NULL);
+	pthread_cond_init(&ctx->sync_cv, NULL);
+	pthread_cond_init(&ctx->commit_cv, NULL);
+	ctx->nsync = sync_threads ? sync_threads : 8;
+	ctx->sync_threads = calloc(ctx->nsync, sizeof *ctx->sync_threads);
+	if (ctx->sync_threads == NULL)
+		abort();
+	for (unsigned i = 0; i < ctx->nsync; i++)
+		if (pthread_create(&ctx->sync_threads[i], NULL, sync_main, ctx) != 0)
+			abort();
+	if (pthread_create(&ctx->committer, NULL, committer_main, ctx) != 0)
+		abort();
+	return ctx;
+}
+
+void accept_stop(struct accept_ctx *ctx)
+{
+	if (ctx == NULL)
+		return;
+	pthread_mutex_lock(&ctx->mu);
+	ctx->stop = true;
+	pthread_cond_broadcast(&ctx->sync_cv);
+	pthread_mutex_unlock(&ctx->mu);
+	for (unsigned i = 0; i < ctx->nsync; i++)
+		pthread_join(ctx->sync_threads[i], NULL);
+	pthread_mutex_lock(&ctx->mu);
+	pthread_cond_broadcast(&ctx->commit_cv);
+	pthread_mutex_unlock(&ctx->mu);
+	pthread_join(ctx->committer, NULL);
+	free(ctx->sync_threads);
+	store_close(ctx->store);
+	pthread_cond_destroy(&ctx->sync_cv);
+	pthread_cond_destroy(&ctx->commit_cv);
+	pthread_mutex_destroy(&ctx->mu);
+	free(ctx);
+}
+
+struct accept_msg *accept_begin(struct store *st)
+{
+	struct accept_msg *m = calloc(1, sizeof *m);
+	if (m == NULL)
+		return NULL;
+	m->fd = -1;
+	buf_init(&m->path, 4096);
+	buf_init(&m->dir, 4096);
+	buf_init(&m->hdr, ACCEPT_HDR_MAX);
+	util_queue_id(m->qid);
+	m->received_ms = util_now_ms();
+	if (store_blob_path(st, m->qid, &m->path) != STORE_OK ||
+	    store_blob_dir(st, m->qid, &m->dir) != STORE_OK) {
+		accept_free(m);
+		errno = EIO;
+		return NULL;
+	}
+	m->fd = open(buf_cstr(&m->path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (m->fd < 0) {
+		int e = errno;
+		accept_free(m);
+		errno = e;
+		return NULL;
+	}
+	return m;
+}
+
+static void write_all(struct accept_msg *m, const char *p, size_t n)
+{
+	if (m->write_errno)
+		return;
+	while (n > 0) {
+		ssize_t w = write(m->fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			m->write_errno = errno;
+			return;
+		}
+		p += w;
+		n -= (size_t)w;
+		m->size += (uint64_t)w;
+	}
+}
+
+void accept_write_prefix(struct accept_msg *m, const void *p, size_t n)
+{
+	write_all(m, p, n);
+	m->prefix_len += n;
+}
+
+void accept_write(struct accept_msg *m, const void *p, size_t n)
+{
+	if (m->hdr.len < ACCEPT_HDR_MAX) {
+		size_t room = ACCEPT_HDR_MAX - m->hdr.len;
+		buf_append(&m->hdr, p, n < room ? n : room);
+	}
+	write_all(m, p, n);
+}
+
+static char *xstrdup(const char *s)
+{
+	char *d = strdup(s ? s : "");
+	if (d == NULL)
+		abort();
+	return d;
+}
+
+static char **dup_list(char *const *v, size_t n)
+{
+	char **d = calloc(n ? n : 1, sizeof *d);
+	if (d == NULL)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		d[i] = xstrdup(v[i]);
+	return d;
+}
+
+bool accept_set_envelope(struct accept_msg *m, const char *mail_from, char *const *users,
+    size_t nusers, char *const *remote, size_t nremote)
+{
+	m->mail_from = xstrdup(mail_from);
+	m->users = dup_list(users, nusers);
+	m->nusers = nusers;
+	m->remote = dup_list(remote, nremote);
+	m->nremote = nremote;
+	return true;
+}
+
+void accept_commit(struct accept_ctx *ctx, struct accept_msg *m, struct accept_doneq *doneq,
+    accept_cb cb, void *arg)
+{
+	m->doneq = doneq;
+	m->cb = cb;
+	m->cb_arg = arg;
+	pthread_mutex_lock(&ctx->mu);
+	mq_push(&ctx->sync_q, m);
+	pthread_cond_signal(&ctx->sync_cv);
+	pthread_mutex_unlock(&ctx->mu);
+}
+
+void accept_abort(struct accept_msg *m)
+{
+	if (m == NULL)
+		return;
+	if (m->fd >= 0) {
+		close(m->fd);
+		m->fd = -1;
+	}
+	if (m->path.len)
+		unlink(buf_cstr(&m->path));
+	accept_free(m);
+}
+
+void accept_free(struct accept_msg *m)
+{
+	if (m == NULL)
+		return;
+	if (m->fd >= 0)
+		close(m->fd);
+	buf_free(&m->path);
+	buf_free(&m->dir);
+	buf_free(&m->hdr);
+	free(m->mail_from);
+	for (size_t i = 0; i < m->nusers; i++)
+		free(m->users[i]);
+	free(m->users);
+	for (size_t i = 0; i < m->nremote; i++)
+		free(m->remote[i]);
+	free(m->remote);
+	free(m);
+}

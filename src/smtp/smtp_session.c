@@ -1,1 +1,1019 @@
-/* placeholder: being written */
+/*
+ * smtp_session.c - one SMTP server session: a state machine on one event
+ * loop (RFC 5321 with PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES,
+ * SMTPUTF8, CHUNKING).
+ *
+ * Shape: the I/O layer (a libevent bufferevent) delivers bytes; smtp_process()
+ * turns them into command lines, DATA content or BDAT chunks; commands go
+ * through one table {verb, states allowed, handler}; every transition goes
+ * through enter_state(). Parsing is in smtp_parse.c (pure functions).
+ *
+ * Security-relevant invariants:
+ * - 250 after DATA/BDAT is sent only from commit_done(), after the accept
+ *   path reports the message durable.
+ * - End of data is <CRLF>.<CRLF> only; a message with a bare LF or CR is
+ *   refused (554) after its real end, so smuggled commands stay data.
+ * - Only local recipients are accepted on this listener: anything that is
+ *   not a local domain, and any local part with relay syntax, is refused.
+ * - Every input is bounded: line length, message size, recipients, errors,
+ *   junk commands, messages per session, time per command and per chunk.
+ * - Peer-supplied text reaches logs only escaped (log_str) and the Received:
+ *   header only sanitised.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "queue/accept.h"
+#include "smtp/smtp_parse.h"
+#include "smtp/smtp_server.h"
+#include "store/store.h"
+
+#define OUT_FLUSH (64 * 1024)    /* write content to the blob in chunks this big */
+#define OUTPUT_PAUSE (256 * 1024) /* stop reading while this much output waits */
+#define INPUT_HIGH (256 * 1024)   /* read at most this far ahead of processing */
+#define HELO_MAX 255
+
+enum smtp_state {
+	S_GREETING,  /* banner sent, waiting for HELO/EHLO */
+	S_READY,     /* greeted, no transaction */
+	S_MAIL,      /* MAIL accepted, waiting for RCPT */
+	S_RCPT,      /* at least one RCPT accepted */
+	S_DATA,      /* reading DATA content */
+	S_BDAT,      /* reading a BDAT chunk */
+	S_BDAT_WAIT, /* between BDAT chunks of one transaction */
+	S_COMMIT,    /* waiting for the durable commit (input paused) */
+	S_CLOSING,   /* last reply queued; close once it is written */
+};
+
+static const char *state_name(enum smtp_state st)
+{
+	switch (st) {
+	case S_GREETING:
+		return "greeting";
+	case S_READY:
+		return "ready";
+	case S_MAIL:
+		return "mail";
+	case S_RCPT:
+		return "rcpt";
+	case S_DATA:
+		return "data";
+	case S_BDAT:
+		return "bdat";
+	case S_BDAT_WAIT:
+		return "bdat-wait";
+	case S_COMMIT:
+		return "commit";
+	case S_CLOSING:
+		return "closing";
+	default:
+		abort();
+	}
+}
+
+struct txn {
+	char *mail_from;       /* "" for <> */
+	bool smtputf8;
+	uint64_t declared_size;
+	size_t nrcpts;         /* accepted RCPT commands */
+	char *first_rcpt;      /* for "for <...>" in Received: when nrcpts == 1 */
+	char **users;          /* distinct local owners */
+	size_t nusers, ausers;
+	char **remote;         /* remote alias targets */
+	size_t nremote, aremote;
+	struct accept_msg *msg;
+	struct smtp_data_parser dp;
+	struct buf out;        /* content waiting to be written to the blob */
+	bool failed;           /* BDAT: the transaction already failed */
+	const char *fail_reply;
+	uint64_t bdat_total;
+};
+
+struct smtp_session {
+	char id[UTIL_QID_LEN + 1];
+	struct worker *w;
+	struct bufferevent *bev;
+	struct sockaddr_storage ss;
+	char ip[INET6_ADDRSTRLEN];
+	enum listener_kind kind;
+	enum smtp_state state;
+	char *helo;
+	bool esmtp;
+	bool skip_line;        /* discarding the rest of an over-long line */
+	bool output_paused;    /* reading stopped until output drains */
+	bool dead;             /* connection gone while a commit was pending */
+	const char *end_reason;
+	unsigned nerrors, njunk, nmessages;
+	uint64_t bdat_left;    /* bytes of the current chunk still to read */
+	bool bdat_last;
+	const char *bdat_reply;/* reply for a chunk read only to be discarded */
+	struct buf line;
+	struct txn *tx;
+};
+
+static void smtp_process(struct smtp_session *s);
+static void session_free(struct smtp_session *s);
+
+/* ---------------------------------------------------------------- replies */
+
+static void reply(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply(struct smtp_session *s, const char *fmt, ...)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	va_list ap;
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(out, fmt, ap);
+	va_end(ap);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+static void enter_state(struct smtp_session *s, enum smtp_state st)
+{
+	if (s->state != st)
+		log_debug(s->id, "event=state from=%s to=%s", state_name(s->state), state_name(st));
+	s->state = st;
+	const struct config_limits *l = &s->w->cfg->limits;
+	struct timeval rt = {(st == S_DATA || st == S_BDAT) ? l->data_timeout : l->command_timeout, 0};
+	struct timeval wt = {l->command_timeout, 0};
+	bufferevent_set_timeouts(s->bev, &rt, &wt);
+}
+
+/* Close once the queued last reply is written. The session is never freed
+ * synchronously here: callers may still look at its state. */
+static void close_after_reply(struct smtp_session *s, const char *why)
+{
+	if (s->end_reason == NULL)
+		s->end_reason = why;
+	enter_state(s, S_CLOSING);
+	bufferevent_disable(s->bev, EV_READ);
+	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+	/* every caller queued a reply, so the write callback will run */
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		abort();
+}
+
+/* A client error: counts toward the error limit. Returns false if the
+ * session was closed for it. */
+static bool count_error(struct smtp_session *s)
+{
+	if (++s->nerrors > s->w->cfg->limits.errors) {
+		reply(s, "421 4.7.0 %s Error: too many errors, closing connection",
+		    s->w->cfg->hostname);
+		close_after_reply(s, "too-many-errors");
+		return false;
+	}
+	return true;
+}
+
+static bool count_junk(struct smtp_session *s)
+{
+	if (++s->njunk > s->w->cfg->limits.junk_commands) {
+		reply(s, "421 4.7.0 %s Error: too many commands without mail, closing connection",
+		    s->w->cfg->hostname);
+		close_after_reply(s, "too-many-junk-commands");
+		return false;
+	}
+	return true;
+}
+
+/* ---------------------------------------------------------------- transaction */
+
+static void txn_free(struct txn *t)
+{
+	if (t == NULL)
+		return;
+	free(t->mail_from);
+	free(t->first_rcpt);
+	for (size_t i = 0; i < t->nusers; i++)
+		free(t->users[i]);
+	free(t->users);
+	for (size_t i = 0; i < t->nremote; i++)
+		free(t->remote[i]);
+	free(t->remote);
+	accept_abort(t->msg);
+	buf_free(&t->out);
+	free(t);
+}
+
+static void txn_reset(struct smtp_session *s)
+{
+	txn_free(s->tx);
+	s->tx = NULL;
+}
+
+/* Add str to a set of strings (exact compare); false on OOM. */
+static bool set_add(char ***v, size_t *n, size_t *a, const char *str)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp((*v)[i], str) == 0)
+			return true;
+	if (*n == *a) {
+		size_t na = *a ? *a * 2 : 4;
+		char **nv = realloc(*v, na * sizeof *nv);
+		if (nv == NULL)
+			return false;
+		*v = nv;
+		*a = na;
+	}
+	char *d = strdup(str);
+	if (d == NULL)
+		return false;
+	(*v)[(*n)++] = d;
+	return true;
+}
+
+/* ---------------------------------------------------------------- Received: */
+
+/* Copy peer text into b for a header: printable ASCII except ()\;, max n. */
+static void put_sanitised(struct buf *b, const char *p, size_t max)
+{
+	for (size_t i = 0; p[i] && i < max; i++) {
+		unsigned char c = (unsigned char)p[i];
+		bool ok = c > 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\' && c != ';';
+		buf_putc(b, ok ? (char)c : '_');
+	}
+}
+
+static bool dot_atom_address(const char *a)
+{
+	for (; *a; a++) {
+		unsigned char c = (unsigned char)*a;
+		if (c <= 0x20 || c >= 0x7f || strchr("\"(),:;<>[\\]", c))
+			return false;
+	}
+	return true;
+}
+
+static void write_received(struct smtp_session *s)
+{
+	struct txn *t = s->tx;
+	struct buf h = BUF_INIT;
+	buf_init(&h, 4096);
+	char date[64];
+	time_t now = (time_t)(t->msg->received_ms / 1000);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	const char *proto = t->smtputf8 ? (s->esmtp ? "UTF8ESMTP" : "UTF8SMTP")
+	                                : (s->esmtp ? "ESMTP" : "SMTP");
+	buf_puts(&h, "Received: from ");
+	put_sanitised(&h, s->helo ? s->helo : "unknown", HELO_MAX);
+	buf_printf(&h, " (%s%s])\r\n\tby %s (dakiya) with %s id %s",
+	    s->ss.ss_family == AF_INET6 ? "[IPv6:" : "[", s->ip, s->w->cfg->hostname, proto,
+	    t->msg->qid);
+	if (t->nrcpts == 1 && t->first_rcpt && dot_atom_address(t->first_rcpt) &&
+	    strlen(t->first_rcpt) < 300)
+		buf_printf(&h, "\r\n\tfor <%s>", t->first_rcpt);
+	buf_printf(&h, "; %s\r\n", date);
+	if (!buf_err(&h))
+		accept_write_prefix(t->msg, h.data, h.len);
+	else
+		t->msg->write_errno = EOVERFLOW;
+	buf_free(&h);
+}
+
+/* ---------------------------------------------------------------- commit */
+
+static void commit_done(struct accept_msg *m, void *arg)
+{
+	struct smtp_session *s = arg;
+	struct txn *t = s->tx;
+	t->msg = NULL; /* the blob now belongs to the store (or was removed) */
+	if (m->rc == 0) {
+		log_info(m->qid, "event=accepted session=%s from=<%s> nrcpt=%zu size=%" PRIu64
+		                 " users=%zu remote=%zu",
+		    s->id, log_str(t->mail_from), t->nrcpts, m->size, t->nusers, t->nremote);
+		s->nmessages++;
+	} else {
+		log_err(m->qid, "event=commit-failed session=%s rc=%d", s->id, m->rc);
+	}
+	if (s->dead) {
+		accept_free(m);
+		session_free(s);
+		return;
+	}
+	if (m->rc == 0)
+		reply(s, "250 2.0.0 Ok: queued as %s", m->qid);
+	else
+		reply(s, "451 4.3.0 Temporary failure: could not store the message, try again later");
+	accept_free(m);
+	txn_reset(s);
+	enter_state(s, S_READY);
+	s->njunk = 0;
+	bufferevent_enable(s->bev, EV_READ);
+	smtp_process(s);
+}
+
+/* Flush staged content to the blob. */
+static void flush_out(struct txn *t)
+{
+	if (t->out.len) {
+		accept_write(t->msg, t->out.data, t->out.len);
+		buf_reset(&t->out);
+	}
+}
+
+static void start_commit(struct smtp_session *s)
+{
+	struct txn *t = s->tx;
+	flush_out(t);
+	if (t->msg->write_errno) {
+		log_err(t->msg->qid, "event=write-failed session=%s error=\"%s\"", s->id,
+		    strerror(t->msg->write_errno));
+		reply(s, "451 4.3.0 Temporary failure: could not store the message, try again later");
+		txn_reset(s);
+		enter_state(s, S_READY);
+		return;
+	}
+	accept_set_envelope(t->msg, t->mail_from, t->users, t->nusers, t->remote, t->nremote);
+	enter_state(s, S_COMMIT);
+	bufferevent_disable(s->bev, EV_READ);
+	accept_commit(server_accept_ctx(s->w->server), t->msg, &s->w->doneq, commit_done, s);
+}
+
+/* Open the blob and write our Received: header. false: the caller replies 451. */
+static bool begin_message(struct smtp_session *s)
+{
+	struct txn *t = s->tx;
+	t->msg = accept_begin(s->w->store);
+	if (t->msg == NULL) {
+		log_err(s->id, "event=blob-create-failed error=\"%s\"", strerror(errno));
+		return false;
+	}
+	buf_init(&t->out, OUT_FLUSH + 8192);
+	write_received(s);
+	return true;
+}
+
+/* ---------------------------------------------------------------- commands */
+
+typedef void (*cmd_fn)(struct smtp_session *s, char *arg);
+
+static void cmd_helo(struct smtp_session *s, char *arg, bool esmtp)
+{
+	const char *verb = esmtp ? "EHLO" : "HELO";
+	if (*arg == '\0' || strlen(arg) > HELO_MAX || strchr(arg, ' ')) {
+		reply(s, "501 5.5.4 Syntax: %s hostname", verb);
+		count_error(s);
+		return;
+	}
+	if (s->state != S_GREETING && !count_junk(s))
+		return;
+	free(s->helo);
+	s->helo = strdup(arg);
+	s->esmtp = esmtp;
+	txn_reset(s);
+	enter_state(s, S_READY);
+	const struct config *c = s->w->cfg;
+	if (!esmtp) {
+		reply(s, "250 %s", c->hostname);
+		return;
+	}
+	reply(s, "250-%s", c->hostname);
+	reply(s, "250-PIPELINING");
+	reply(s, "250-SIZE %" PRIu64, c->limits.message_size);
+	reply(s, "250-8BITMIME");
+	reply(s, "250-ENHANCEDSTATUSCODES");
+	reply(s, "250-SMTPUTF8");
+	reply(s, "250 CHUNKING");
+}
+
+static void cmd_ehlo(struct smtp_session *s, char *arg) { cmd_helo(s, arg, true); }
+static void cmd_helo_plain(struct smtp_session *s, char *arg) { cmd_helo(s, arg, false); }
+
+static void cmd_mail(struct smtp_session *s, char *arg)
+{
+	const struct config *c = s->w->cfg;
+	if (s->state == S_GREETING) {
+		reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+		count_error(s);
+		return;
+	}
+	if (s->state != S_READY) {
+		reply(s, "503 5.5.1 Error: nested MAIL command");
+		count_error(s);
+		return;
+	}
+	if (s->nmessages >= c->limits.messages_per_session) {
+		reply(s, "421 4.7.0 %s Error: too many messages in one session, reconnect",
+		    c->hostname);
+		close_after_reply(s, "too-many-messages");
+		return;
+	}
+	struct smtp_mail_args a;
+	enum smtp_path_err pe = smtp_parse_mail(arg, &a);
+	if (pe == SMTP_PATH_PARAMS) {
+		reply(s, "501 5.5.4 Syntax error in parameters");
+		count_error(s);
+		return;
+	}
+	if (pe != SMTP_PATH_OK) {
+		reply(s, "501 5.1.7 Bad sender address syntax");
+		count_error(s);
+		return;
+	}
+	bool smtputf8 = false;
+	uint64_t size = 0;
+	for (size_t i = 0; i < a.nparams; i++) {
+		const char *k = a.params[i].key, *v = a.params[i].value;
+		if (!s->esmtp) {
+			reply(s, "555 5.5.4 Parameters need EHLO");
+			count_error(s);
+			return;
+		}
+		if (util_streq_ci(k, "SIZE") && v && smtp_parse_u64(v, &size)) {
+			if (size > c->limits.message_size) {
+				reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+				count_error(s);
+				return;
+			}
+		} else if (util_streq_ci(k, "BODY") && v &&
+		    (util_streq_ci(v, "7BIT") || util_streq_ci(v, "8BITMIME"))) {
+			/* both are stored as received */
+		} else if (util_streq_ci(k, "SMTPUTF8") && v == NULL) {
+			smtputf8 = true;
+		} else {
+			reply(s, "555 5.5.4 Unsupported parameter %s", log_str(k));
+			count_error(s);
+			return;
+		}
+	}
+	if (a.path.utf8 && !smtputf8) {
+		reply(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
+		count_error(s);
+		return;
+	}
+	struct txn *t = calloc(1, sizeof *t);
+	if (t == NULL) {
+		reply(s, "451 4.3.0 Temporary failure, try again later");
+		return;
+	}
+	struct buf from = BUF_INIT;
+	if (!a.path.null)
+		buf_printf(&from, "%s@%s", a.path.local, a.path.domain);
+	t->mail_from = buf_steal(&from);
+	t->smtputf8 = smtputf8;
+	t->declared_size = size;
+	s->tx = t;
+	enter_state(s, S_MAIL);
+	reply(s, "250 2.1.0 Ok");
+}
+
+/* The postmaster domain for "RCPT TO:<postmaster>": our hostname's parent
+ * domain, else the hostname itself. */
+static int resolve_postmaster(struct smtp_session *s, struct store_rcpt *r)
+{
+	const char *h = s->w->cfg->hostname;
+	const char *dot = strchr(h, '.');
+	int rc = STORE_NOTLOCAL;
+	if (dot)
+		rc = store_resolve_rcpt(s->w->store, "postmaster", dot + 1, r);
+	if (rc == STORE_NOTLOCAL)
+		rc = store_resolve_rcpt(s->w->store, "postmaster", h, r);
+	return rc == STORE_NOTLOCAL ? STORE_NOTFOUND : rc;
+}
+
+static void cmd_rcpt(struct smtp_session *s, char *arg)
+{
+	const struct config *c = s->w->cfg;
+	if (s->state != S_MAIL && s->state != S_RCPT) {
+		reply(s, "503 5.5.1 Error: need MAIL command");
+		count_error(s);
+		return;
+	}
+	struct txn *t = s->tx;
+	if (t->nrcpts >= c->limits.recipients) {
+		reply(s, "452 4.5.3 Error: too many recipients");
+		count_error(s);
+		return;
+	}
+	struct smtp_mail_args a;
+	enum smtp_path_err pe = smtp_parse_rcpt(arg, &a);
+	if (pe == SMTP_PATH_PARAMS) {
+		reply(s, "501 5.5.4 Syntax error in parameters");
+		count_error(s);
+		return;
+	}
+	if (pe != SMTP_PATH_OK || a.path.null) {
+		reply(s, "501 5.1.3 Bad recipient address syntax");
+		count_error(s);
+		return;
+	}
+	if (a.nparams > 0) {
+		reply(s, "555 5.5.4 Unsupported parameter %s", log_str(a.params[0].key));
+		count_error(s);
+		return;
+	}
+	if (a.path.utf8 && !t->smtputf8) {
+		reply(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
+		count_error(s);
+		return;
+	}
+	struct buf addr = BUF_INIT;
+	buf_init(&addr, 1024);
+	if (a.path.postmaster)
+		buf_puts(&addr, "postmaster");
+	else
+		buf_printf(&addr, "%s@%s", a.path.local, a.path.domain);
+	const char *shown = log_str(buf_cstr(&addr));
+
+	if (a.path.relay_syntax || a.path.literal) {
+		log_info(s->id, "event=reject cmd=RCPT code=550 reason=relay-syntax rcpt=%s ip=%s",
+		    shown, s->ip);
+		reply(s, "550 5.7.1 <%s>: Relay access denied", shown);
+		buf_free(&addr);
+		count_error(s);
+		return;
+	}
+	util_lower(a.path.domain);
+	struct store_rcpt r;
+	memset(&r, 0, sizeof r);
+	int rc = a.path.postmaster ? resolve_postmaster(s, &r)
+	                           : store_resolve_rcpt(s->w->store, a.path.local, a.path.domain, &r);
+	switch (rc) {
+	case STORE_OK:
+		break;
+	case STORE_NOTLOCAL:
+		log_info(s->id, "event=reject cmd=RCPT code=550 reason=relay rcpt=%s ip=%s", shown,
+		    s->ip);
+		reply(s, "550 5.7.1 <%s>: Relay access denied", shown);
+		buf_free(&addr);
+		count_error(s);
+		return;
+	case STORE_NOTFOUND:
+	case STORE_INVALID:
+		log_info(s->id, "event=reject cmd=RCPT code=550 reason=unknown-user rcpt=%s ip=%s",
+		    shown, s->ip);
+		reply(s, "550 5.1.1 <%s>: Recipient address rejected: User unknown", shown);
+		buf_free(&addr);
+		count_error(s);
+		return;
+	default:
+		log_warn(s->id, "event=lookup-failed rcpt=%s rc=%d", shown, rc);
+		reply(s, "451 4.3.0 <%s>: Temporary lookup failure, try again later", shown);
+		buf_free(&addr);
+		return;
+	}
+	bool ok = true;
+	for (size_t i = 0; i < r.n && ok; i++)
+		ok = set_add(&t->users, &t->nusers, &t->ausers, r.users[i]);
+	for (size_t i = 0; i < r.nremote && ok; i++)
+		ok = set_add(&t->remote, &t->nremote, &t->aremote, r.remote[i]);
+	store_rcpt_free(&r);
+	if (!ok) {
+		reply(s, "451 4.3.0 Temporary failure, try again later");
+		buf_free(&addr);
+		return;
+	}
+	if (t->nrcpts++ == 0)
+		t->first_rcpt = buf_steal(&addr);
+	buf_free(&addr);
+	enter_state(s, S_RCPT);
+	reply(s, "250 2.1.5 Ok");
+}
+
+static void cmd_data(struct smtp_session *s, char *arg)
+{
+	if (*arg) {
+		reply(s, "501 5.5.4 Syntax: DATA");
+		count_error(s);
+		return;
+	}
+	if (s->state == S_BDAT_WAIT) {
+		reply(s, "503 5.5.1 Error: DATA after BDAT");
+		count_error(s);
+		return;
+	}
+	if (s->state != S_RCPT) {
+		if (s->state == S_MAIL)
+			reply(s, "554 5.5.1 Error: no valid recipients");
+		else
+			reply(s, "503 5.5.1 Error: need RCPT command");
+		count_error(s);
+		return;
+	}
+	if (!begin_message(s)) {
+		reply(s, "451 4.3.0 Temporary failure: cannot create the message file, try again later");
+		return;
+	}
+	smtp_data_init(&s->tx->dp);
+	enter_state(s, S_DATA);
+	reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void cmd_bdat(struct smtp_session *s, char *arg)
+{
+	uint64_t size;
+	bool last;
+	if (!smtp_parse_bdat(arg, &size, &last)) {
+		/* the chunk size is unknown: no way to find the next command */
+		reply(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]; closing connection");
+		close_after_reply(s, "bad-bdat");
+		return;
+	}
+	s->bdat_left = size;
+	s->bdat_last = last;
+	s->bdat_reply = NULL;
+	if (s->state != S_RCPT && s->state != S_BDAT_WAIT) {
+		s->bdat_reply = s->state == S_MAIL ? "554 5.5.1 Error: no valid recipients"
+		                                   : "503 5.5.1 Error: need RCPT command";
+	} else {
+		struct txn *t = s->tx;
+		if (t->msg == NULL && !t->failed && !begin_message(s)) {
+			t->failed = true;
+			t->fail_reply = "451 4.3.0 Temporary failure: cannot create the message file";
+		}
+		if (!t->failed && t->bdat_total + size > s->w->cfg->limits.message_size) {
+			t->failed = true;
+			t->fail_reply = "552 5.3.4 Message size exceeds fixed maximum message size";
+		}
+		t->bdat_total += size;
+		if (t->failed && s->bdat_reply == NULL)
+			s->bdat_reply = t->fail_reply ? t->fail_reply : "554 5.5.1 Transaction failed";
+	}
+	enter_state(s, S_BDAT);
+}
+
+static void cmd_rset(struct smtp_session *s, char *arg)
+{
+	if (*arg) {
+		reply(s, "501 5.5.4 Syntax: RSET");
+		count_error(s);
+		return;
+	}
+	if (!count_junk(s))
+		return;
+	txn_reset(s);
+	if (s->state != S_GREETING)
+		enter_state(s, S_READY);
+	reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_noop(struct smtp_session *s, char *arg)
+{
+	if (!count_junk(s))
+		return;
+	reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_quit(struct smtp_session *s, char *arg)
+{
+	reply(s, "221 2.0.0 Bye");
+	close_after_reply(s, "quit");
+}
+
+static void cmd_vrfy(struct smtp_session *s, char *arg)
+{
+	if (!count_junk(s))
+		return;
+	reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void cmd_expn(struct smtp_session *s, char *arg)
+{
+	reply(s, "502 5.5.1 EXPN not available");
+	count_error(s);
+}
+
+static void cmd_help(struct smtp_session *s, char *arg)
+{
+	if (!count_junk(s))
+		return;
+	reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
+}
+
+static void cmd_not_impl(struct smtp_session *s, char *arg)
+{
+	reply(s, "502 5.5.1 Error: command not implemented");
+	count_error(s);
+}
+
+static void cmd_http(struct smtp_session *s, char *arg)
+{
+	log_info(s->id, "event=reject reason=http-command ip=%s", s->ip);
+	reply(s, "554 5.7.0 Error: this is an SMTP server, not HTTP; closing connection");
+	close_after_reply(s, "http");
+}
+
+static void cmd_unknown(struct smtp_session *s, char *arg)
+{
+	reply(s, "500 5.5.2 Error: command not recognized");
+	count_error(s);
+}
+
+struct smtp_cmd_entry {
+	enum smtp_verb verb;
+	const char *name;
+	cmd_fn fn;
+};
+
+static const struct smtp_cmd_entry cmd_table[SMTP_CMD__COUNT] = {
+    [SMTP_CMD_UNKNOWN] = {SMTP_CMD_UNKNOWN, "unknown", cmd_unknown},
+    [SMTP_CMD_HELO] = {SMTP_CMD_HELO, "HELO", cmd_helo_plain},
+    [SMTP_CMD_EHLO] = {SMTP_CMD_EHLO, "EHLO", cmd_ehlo},
+    [SMTP_CMD_MAIL] = {SMTP_CMD_MAIL, "MAIL", cmd_mail},
+    [SMTP_CMD_RCPT] = {SMTP_CMD_RCPT, "RCPT", cmd_rcpt},
+    [SMTP_CMD_DATA] = {SMTP_CMD_DATA, "DATA", cmd_data},
+    [SMTP_CMD_BDAT] = {SMTP_CMD_BDAT, "BDAT", cmd_bdat},
+    [SMTP_CMD_RSET] = {SMTP_CMD_RSET, "RSET", cmd_rset},
+    [SMTP_CMD_NOOP] = {SMTP_CMD_NOOP, "NOOP", cmd_noop},
+    [SMTP_CMD_QUIT] = {SMTP_CMD_QUIT, "QUIT", cmd_quit},
+    [SMTP_CMD_VRFY] = {SMTP_CMD_VRFY, "VRFY", cmd_vrfy},
+    [SMTP_CMD_EXPN] = {SMTP_CMD_EXPN, "EXPN", cmd_expn},
+    [SMTP_CMD_HELP] = {SMTP_CMD_HELP, "HELP", cmd_help},
+    [SMTP_CMD_STARTTLS] = {SMTP_CMD_STARTTLS, "STARTTLS", cmd_not_impl},
+    [SMTP_CMD_AUTH] = {SMTP_CMD_AUTH, "AUTH", cmd_not_impl},
+    [SMTP_CMD_HTTP] = {SMTP_CMD_HTTP, "HTTP", cmd_http},
+};
+
+/* In a BDAT transaction only BDAT, RSET, NOOP, QUIT (and HELP) make sense. */
+static bool allowed_in_bdat(enum smtp_verb v)
+{
+	return v == SMTP_CMD_BDAT || v == SMTP_CMD_RSET || v == SMTP_CMD_NOOP ||
+	    v == SMTP_CMD_QUIT || v == SMTP_CMD_HELP || v == SMTP_CMD_DATA;
+}
+
+static void handle_line(struct smtp_session *s, char *line, size_t len)
+{
+	if (!smtp_line_ok(line, len)) {
+		reply(s, "500 5.5.2 Error: bad characters in command line");
+		count_error(s);
+		return;
+	}
+	const char *arg;
+	enum smtp_verb v = smtp_parse_verb(line, len, &arg);
+	if (v >= SMTP_CMD__COUNT || cmd_table[v].fn == NULL)
+		abort();
+	if (s->state == S_BDAT_WAIT && !allowed_in_bdat(v)) {
+		reply(s, "503 5.5.1 Error: only BDAT, RSET, NOOP or QUIT during a BDAT transaction");
+		count_error(s);
+		return;
+	}
+	cmd_table[v].fn(s, (char *)arg);
+}
+
+/* ---------------------------------------------------------------- input */
+
+static void finish_data(struct smtp_session *s)
+{
+	struct txn *t = s->tx;
+	const struct config *c = s->w->cfg;
+	if (t->dp.bare_lf || t->dp.bare_cr) {
+		log_info(t->msg->qid, "event=reject session=%s code=554 reason=bare-%s ip=%s", s->id,
+		    t->dp.bare_lf ? "lf" : "cr", s->ip);
+		reply(s, "554 5.6.0 Message refused: bare %s in message data; lines must end with CRLF",
+		    t->dp.bare_lf ? "LF" : "CR");
+		txn_reset(s);
+		enter_state(s, S_READY);
+		count_error(s);
+		return;
+	}
+	if (t->dp.size > c->limits.message_size) {
+		log_info(t->msg->qid, "event=reject session=%s code=552 reason=size size=%" PRIu64,
+		    s->id, t->dp.size);
+		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+		txn_reset(s);
+		enter_state(s, S_READY);
+		count_error(s);
+		return;
+	}
+	start_commit(s);
+}
+
+/* Feed buffered input to the DATA parser. */
+static void process_data(struct smtp_session *s, struct evbuffer *in)
+{
+	struct txn *t = s->tx;
+	const uint64_t max = s->w->cfg->limits.message_size;
+	while (evbuffer_get_length(in) > 0 && !smtp_data_done(&t->dp)) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		size_t used = smtp_data_feed(&t->dp, v.iov_base, v.iov_len, &t->out);
+		evbuffer_drain(in, used);
+		if (!t->dp.discard && t->dp.size > max) {
+			t->dp.discard = true; /* keep reading to the end, store nothing more */
+			buf_reset(&t->out);
+		}
+		if (t->out.len >= OUT_FLUSH || buf_err(&t->out))
+			flush_out(t);
+	}
+	if (smtp_data_done(&t->dp))
+		finish_data(s);
+}
+
+static void chunk_done(struct smtp_session *s)
+{
+	if (s->bdat_reply) {
+		reply(s, "%s", s->bdat_reply);
+		if (s->tx && s->bdat_last) {
+			txn_reset(s);
+			enter_state(s, S_READY);
+		} else {
+			enter_state(s, s->tx ? S_BDAT_WAIT : (s->helo ? S_READY : S_GREETING));
+		}
+		count_error(s);
+		return;
+	}
+	if (!s->bdat_last) {
+		reply(s, "250 2.0.0 %" PRIu64 " bytes received", s->tx->bdat_total);
+		enter_state(s, S_BDAT_WAIT);
+		return;
+	}
+	start_commit(s);
+}
+
+static void process_bdat(struct smtp_session *s, struct evbuffer *in)
+{
+	while (s->bdat_left > 0 && evbuffer_get_length(in) > 0) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		size_t n = v.iov_len < s->bdat_left ? v.iov_len : (size_t)s->bdat_left;
+		if (s->bdat_reply == NULL) {
+			struct txn *t = s->tx;
+			buf_append(&t->out, v.iov_base, n);
+			if (t->out.len >= OUT_FLUSH || buf_err(&t->out))
+				flush_out(t);
+		}
+		evbuffer_drain(in, n);
+		s->bdat_left -= n;
+	}
+	if (s->bdat_left == 0)
+		chunk_done(s);
+}
+
+static void smtp_process(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	const size_t maxline = s->w->cfg->limits.line_length;
+	for (;;) {
+		if (s->state == S_COMMIT || s->state == S_CLOSING)
+			return;
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) > OUTPUT_PAUSE) {
+			/* the peer does not read its replies: wait for the output to drain */
+			s->output_paused = true;
+			bufferevent_disable(s->bev, EV_READ);
+			return;
+		}
+		if (s->state == S_DATA) {
+			process_data(s, in);
+			if (s->state == S_DATA)
+				return; /* need more */
+			continue;
+		}
+		if (s->state == S_BDAT) {
+			process_bdat(s, in);
+			if (s->state == S_BDAT)
+				return;
+			continue;
+		}
+		size_t eol_len;
+		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+		if (p.pos < 0) {
+			size_t have = evbuffer_get_length(in);
+			if (have > maxline) {
+				evbuffer_drain(in, have);
+				if (!s->skip_line) {
+					s->skip_line = true;
+					reply(s, "500 5.5.2 Error: line too long");
+					if (!count_error(s))
+						return;
+				}
+			}
+			return;
+		}
+		size_t n = (size_t)p.pos;
+		if (s->skip_line || n + 1 > maxline) {
+			evbuffer_drain(in, n + 1);
+			if (!s->skip_line) {
+				reply(s, "500 5.5.2 Error: line too long");
+				if (!count_error(s))
+					return;
+			}
+			s->skip_line = false;
+			continue;
+		}
+		buf_reset(&s->line);
+		char *dst = buf_reserve(&s->line, n + 1);
+		if (dst == NULL)
+			abort(); /* maxline bounds n; the cap is above it */
+		evbuffer_remove(in, dst, n + 1);
+		if (n > 0 && dst[n - 1] == '\r')
+			n--;
+		dst[n] = '\0';
+		s->line.len = n;
+		handle_line(s, dst, n);
+	}
+}
+
+/* ---------------------------------------------------------------- I/O events */
+
+static void on_read(struct bufferevent *bev, void *arg) { smtp_process(arg); }
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+	if (s->state == S_CLOSING) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			session_free(s);
+		return;
+	}
+	if (s->output_paused && evbuffer_get_length(bufferevent_get_output(bev)) < OUTPUT_PAUSE / 2) {
+		s->output_paused = false;
+		bufferevent_enable(bev, EV_READ);
+		smtp_process(s);
+	}
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	if ((what & BEV_EVENT_TIMEOUT) && s->state != S_CLOSING) {
+		log_info(s->id, "event=timeout state=%s", state_name(s->state));
+		reply(s, "421 4.4.2 %s Error: timeout exceeded", s->w->cfg->hostname);
+		close_after_reply(s, "timeout");
+		return;
+	}
+	if (s->end_reason == NULL)
+		s->end_reason = (what & BEV_EVENT_EOF) ? "eof" : "error";
+	if (s->state == S_COMMIT) {
+		/* the commit callback still points at us: free there */
+		s->dead = true;
+		bufferevent_disable(bev, EV_READ | EV_WRITE);
+		return;
+	}
+	session_free(s);
+}
+
+static void session_free(struct smtp_session *s)
+{
+	log_info(s->id, "event=disconnect ip=%s reason=%s state=%s messages=%u errors=%u", s->ip,
+	    s->end_reason ? s->end_reason : "closed", state_name(s->state), s->nmessages,
+	    s->nerrors);
+	txn_reset(s);
+	bufferevent_free(s->bev);
+	server_conn_release(s->w->server, &s->ss);
+	s->w->nsessions--;
+	free(s->helo);
+	buf_free(&s->line);
+	free(s);
+}
+
+void smtp_session_start(struct worker *w, int fd, const struct sockaddr_storage *ss,
+    enum listener_kind kind)
+{
+	struct smtp_session *s = calloc(1, sizeof *s);
+	if (s == NULL) {
+		close(fd);
+		server_conn_release(w->server, ss);
+		return;
+	}
+	s->w = w;
+	s->ss = *ss;
+	s->kind = kind;
+	util_session_id(s->id);
+	if (ss->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, s->ip, sizeof s->ip);
+	else
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, s->ip, sizeof s->ip);
+	buf_init(&s->line, (size_t)w->cfg->limits.line_length + 16);
+	s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (s->bev == NULL) {
+		close(fd);
+		server_conn_release(w->server, ss);
+		buf_free(&s->line);
+		free(s);
+		return;
+	}
+	w->nsessions++;
+	bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH);
+	bufferevent_setwatermark(s->bev, EV_WRITE, OUTPUT_PAUSE / 2, 0);
+	s->state = S_GREETING;
+	enter_state(s, S_GREETING);
+	log_info(s->id, "event=connect ip=%s listener=%s", s->ip,
+	    kind == LISTEN_SMTP ? "smtp" : kind == LISTEN_SUBMISSION ? "submission" : "submissions");
+	reply(s, "220 %s ESMTP dakiya", w->cfg->hostname);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+void smtp_sessions_shutdown(struct worker *w)
+{
+	/* Sessions end on their own as the loop stops; nothing is pending once the
+	 * accept path has drained. */
+	(void)w;
+}

@@ -1,0 +1,100 @@
+/*
+ * accept.h - the accept path: from a session's received bytes to a message
+ * on stable storage, then delivered into mailboxes (and, for remote
+ * recipients, into the queue).
+ *
+ * A session creates an accept_msg at DATA/BDAT time (which opens the blob
+ * file), writes the content through accept_write() as it arrives, and calls
+ * accept_commit() at the end of data. The commit runs off the event loop:
+ * a pool of sync threads fdatasync()s each blob file concurrently (the
+ * kernel batches concurrent journal commits), then one committer thread
+ * fsyncs the blob directories and writes the whole batch of messages in ONE
+ * store transaction (group commit). Only then is the session called back,
+ * on its own event loop, and only then may it answer 250.
+ *
+ * Ownership: the session owns the accept_msg except between accept_commit()
+ * and its callback; a session that dies meanwhile must wait for the
+ * callback before freeing (the message is committed anyway: at worst the
+ * client sends it again, never is an acknowledged message lost).
+ */
+#ifndef DAKIYA_ACCEPT_H
+#define DAKIYA_ACCEPT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/util.h"
+
+struct event_base;
+struct event;
+struct store;
+struct accept_ctx;
+struct accept_msg;
+
+/* Where finished commits are handed back to one event loop. */
+struct accept_doneq {
+	pthread_mutex_t mu;
+	struct accept_msg *head, *tail;
+	struct event *ev; /* activated from other threads; runs on the loop */
+};
+
+typedef void (*accept_cb)(struct accept_msg *m, void *arg);
+
+#define ACCEPT_HDR_MAX (64 * 1024)
+
+struct accept_msg {
+	char qid[UTIL_QID_LEN + 1];
+	int fd;              /* blob file, open for writing until the sync */
+	struct buf path;     /* blob file path */
+	struct buf dir;      /* its directory */
+	uint64_t size;       /* bytes written to the blob */
+	int write_errno;     /* first write error, 0 if none */
+	int64_t received_ms;
+	struct buf hdr;      /* the start of the content, to find summary headers */
+	size_t prefix_len;   /* bytes of our own prepended headers in the blob */
+	/* envelope */
+	char *mail_from;
+	char **users;
+	size_t nusers;
+	char **remote;
+	size_t nremote;
+	/* outcome, valid in the callback: 0 = durable, else a STORE_* code or -errno */
+	int rc;
+	/* completion */
+	struct accept_doneq *doneq;
+	accept_cb cb;
+	void *cb_arg;
+	struct accept_msg *next;
+};
+
+/* Start the sync threads and the committer, with their own store connection. */
+struct accept_ctx *accept_start(const char *data_dir, unsigned sync_threads, struct buf *err);
+/* Finish pending commits, stop the threads, close the store. */
+void accept_stop(struct accept_ctx *ctx);
+
+/* Initialise a done-queue bound to base (call on the loop's thread). */
+int accept_doneq_init(struct accept_doneq *q, struct event_base *base);
+void accept_doneq_free(struct accept_doneq *q);
+
+/* Begin a message: new queue id, blob file created (O_EXCL, 0600). NULL on
+ * failure with errno set. st is the caller's store connection (for paths). */
+struct accept_msg *accept_begin(struct store *st);
+/* Append our own prepended header lines (Received:, ...), before any content. */
+void accept_write_prefix(struct accept_msg *m, const void *p, size_t n);
+/* Append content; errors are sticky in write_errno. */
+void accept_write(struct accept_msg *m, const void *p, size_t n);
+/* Envelope: copies the strings. */
+bool accept_set_envelope(struct accept_msg *m, const char *mail_from, char *const *users,
+    size_t nusers, char *const *remote, size_t nremote);
+/* Hand over for the durable commit; cb(m, arg) runs on doneq's loop. */
+void accept_commit(struct accept_ctx *ctx, struct accept_msg *m, struct accept_doneq *doneq,
+    accept_cb cb, void *arg);
+/* Drop a message that will not be committed (file removed). NULL ok. */
+void accept_abort(struct accept_msg *m);
+/* Free a message after its callback. NULL ok. */
+void accept_free(struct accept_msg *m);
+
+#endif
