@@ -320,6 +320,13 @@ static void commit_done(struct accept_msg *m, void *arg)
 /* Flush staged content to the blob. */
 static void flush_out(struct txn *t)
 {
+	if (buf_err(&t->out)) {
+		/* out of memory (the feeding bounds keep it under its cap) */
+		if (t->msg->write_errno == 0)
+			t->msg->write_errno = ENOMEM;
+		buf_reset(&t->out);
+		return;
+	}
 	if (t->out.len) {
 		accept_write(t->msg, t->out.data, t->out.len);
 		buf_reset(&t->out);
@@ -353,7 +360,9 @@ static bool begin_message(struct smtp_session *s)
 		log_err(s->id, "event=blob-create-failed error=\"%s\"", strerror(errno));
 		return false;
 	}
-	buf_init(&t->out, OUT_FLUSH + 8192);
+	/* content is fed in pieces of at most OUT_FLUSH and flushed at OUT_FLUSH,
+	 * and unstuffing never grows it, so out stays below 2 * OUT_FLUSH */
+	buf_init(&t->out, 2 * OUT_FLUSH + 16);
 	write_received(s);
 	return true;
 }
@@ -802,7 +811,8 @@ static void process_data(struct smtp_session *s, struct evbuffer *in)
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
-		size_t used = smtp_data_feed(&t->dp, v.iov_base, v.iov_len, &t->out);
+		size_t len = v.iov_len < OUT_FLUSH ? v.iov_len : OUT_FLUSH;
+		size_t used = smtp_data_feed(&t->dp, v.iov_base, len, &t->out);
 		evbuffer_drain(in, used);
 		if (!t->dp.discard && t->dp.size > max) {
 			t->dp.discard = true; /* keep reading to the end, store nothing more */
@@ -843,6 +853,8 @@ static void process_bdat(struct smtp_session *s, struct evbuffer *in)
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
 		size_t n = v.iov_len < s->bdat_left ? v.iov_len : (size_t)s->bdat_left;
+		if (n > OUT_FLUSH)
+			n = OUT_FLUSH;
 		if (s->bdat_reply == NULL) {
 			struct txn *t = s->tx;
 			buf_append(&t->out, v.iov_base, n);
