@@ -14,7 +14,8 @@
  *
  * Return values: STORE_OK (0) or one of the negative codes below; functions
  * that fail with STORE_ERR put a message into the store's last error
- * (store_error()).
+ * (store_error()). A struct buf filled by a function (hash, path, dir) has
+ * its previous contents replaced.
  */
 #ifndef DAKIYA_STORE_H
 #define DAKIYA_STORE_H
@@ -100,6 +101,18 @@ void store_rcpt_free(struct store_rcpt *r);
 int store_blob_path(struct store *st, const char *id, struct buf *path);
 /* The directory part of store_blob_path (for fsync of the directory). */
 int store_blob_dir(struct store *st, const char *id, struct buf *dir);
+
+/* ---- events: the message journey (dakiya trace) ---- */
+/* Append an event (kind: "received", "stored", "queued", "deferred", "sent",
+ * "bounced", ...) for a queue id, timestamped now (ms). rcpt and text may be
+ * NULL; text holds key=value details. store_deliver_batch records "stored"
+ * (text "uid=N modseq=M"), "queued" and "dropped" events itself. */
+int store_event_add(struct store *st, const char *queue_id, const char *kind, const char *rcpt,
+    const char *text);
+/* The events of a queue id, oldest first; STORE_NOTFOUND if there are none. */
+int store_event_list(struct store *st, const char *queue_id,
+    void (*cb)(void *arg, int64_t time_ms, const char *kind, const char *rcpt, const char *text),
+    void *arg);
 
 /* ---- delivery ---- */
 struct store_delivery {
