@@ -38,6 +38,9 @@ struct config_limits {
 	unsigned header_size;         /* bytes of header section; default 1 MiB */
 };
 
+/* Listeners the file does not name get the production ports on 0.0.0.0, or
+ * with dev = true the development ports on 127.0.0.1 (DESIGN.md "Ports"); an
+ * empty list turns a listener off. */
 struct config_listen {
 	char **smtp;        /* "ip:port" or "[v6]:port" strings; NULL-terminated */
 	char **submission;
@@ -50,8 +53,10 @@ struct config_listen {
 
 struct config {
 	char *path;         /* the file this came from */
-	char *hostname;     /* our name in banners and Received: */
-	char *data_dir;     /* store and blobs live here */
+	char *hostname;     /* our name in banners and Received:; default: gethostname() */
+	char *data_dir;     /* store and blobs live here; absolute (a relative value in
+			     * the file is relative to the file's directory);
+			     * default /var/lib/dakiya */
 	char *resolver;     /* "system" or "IP@PORT" forwarders */
 	char *user;         /* drop privileges to this user after binding ("" = stay) */
 	char *log_level;    /* debug|info|warn|error */
