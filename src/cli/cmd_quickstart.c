@@ -250,7 +250,8 @@ static void conf_text(struct buf *b, const struct qs_opts *o, const char *hostna
 	    o->dev ? "true" : "false");
 
 	buf_printf(b,
-	    "# Listeners: each a list of \"IPv4:PORT\" or \"[IPv6]:PORT\"; {} turns one off.\n"
+	    "# Listeners: each a list of \"IPv4:PORT\" or \"[IPv6]:PORT\". Only the listeners\n"
+	    "# named here are opened; {} (or deleting the line) turns one off.\n"
 	    "listen {\n");
 	const unsigned p[7] = {o->dev ? 2525 : 25, o->dev ? 2587 : 587, o->dev ? 2465 : 465,
 	    o->dev ? 1143 : 143, o->dev ? 1993 : 993, o->dev ? 1110 : 110, o->dev ? 1995 : 995};

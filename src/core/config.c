@@ -13,7 +13,10 @@
  * thread-local pointer that is set only for the duration of one config_load().
  *
  * Defaults that depend on development mode (listeners, delivery.port) are
- * applied after parsing to every option the file did not set (CFGF_MODIFIED).
+ * applied after parsing (CFGF_MODIFIED tells what the file set). Listeners
+ * are all-or-nothing: if the listen section names any, exactly those are
+ * opened, so a file never opens a port it does not mention; without a
+ * listen section, all seven are on at their defaults.
  * Relative paths (data_dir, tls.cert, tls.key) are resolved against the
  * directory of the configuration file, so a config is independent of the
  * working directory of whoever runs dakiya.
@@ -556,11 +559,16 @@ static void fill_from_cfg(struct config *cfg, cfg_t *c, const char *base_dir)
 	cfg->log_level = xstrdup(cfg_getstr(c, "log_level"));
 	cfg->workers = getuint(c, "workers");
 
+	/* A listen section that names any listener names all that are opened;
+	 * without one, every listener is on at its default address. */
 	cfg_t *l = cfg_getsec(c, "listen");
+	bool named = false;
+	for (int k = 0; k < L_N; k++)
+		named = named || modified(l, listeners[k].name);
 	for (int k = 0; k < L_N; k++) {
 		char ***slot = listen_slot(&cfg->listen, (enum listener_kind)k);
-		if (modified(l, listeners[k].name))
-			*slot = list_from_cfg(l, listeners[k].name);
+		if (named)
+			*slot = list_from_cfg(l, listeners[k].name); /* empty if not named */
 		else
 			*slot = list_default((enum listener_kind)k, cfg->dev);
 	}

@@ -38,9 +38,10 @@ struct config_limits {
 	unsigned header_size;         /* bytes of header section; default 1 MiB */
 };
 
-/* Listeners the file does not name get the production ports on 0.0.0.0, or
- * with dev = true the development ports on 127.0.0.1 (DESIGN.md "Ports"); an
- * empty list turns a listener off. */
+/* If the file's listen section names any listener, exactly the named ones
+ * are opened (the others are empty lists). Without a listen section (or with
+ * an empty one), all seven are on: the production ports on 0.0.0.0, or with
+ * dev = true the development ports on 127.0.0.1 (DESIGN.md "Ports"). */
 struct config_listen {
 	char **smtp;        /* "ip:port" or "[v6]:port" strings; NULL-terminated */
 	char **submission;

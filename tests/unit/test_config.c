@@ -123,7 +123,7 @@ static void test_minimal_file(void **state)
 
 static void test_dev_defaults(void **state)
 {
-	const char *path = write_file("dev.conf", "dev = true\nlisten { imap = {} }\n");
+	const char *path = write_file("dev.conf", "dev = true\nlisten {}\n");
 	struct config cfg;
 	struct buf err = BUF_INIT;
 	assert_int_equal(config_load(path, &cfg, &err), 0);
@@ -131,12 +131,32 @@ static void test_dev_defaults(void **state)
 	assert_string_equal(cfg.listen.smtp[0], "127.0.0.1:2525");
 	assert_string_equal(cfg.listen.submission[0], "127.0.0.1:2587");
 	assert_string_equal(cfg.listen.submissions[0], "127.0.0.1:2465");
-	assert_int_equal(config_listen_count(cfg.listen.imap), 0); /* explicitly off */
-	assert_null(cfg.listen.imap[0]);
+	assert_string_equal(cfg.listen.imap[0], "127.0.0.1:1143");
 	assert_string_equal(cfg.listen.imaps[0], "127.0.0.1:1993");
 	assert_string_equal(cfg.listen.pop3[0], "127.0.0.1:1110");
 	assert_string_equal(cfg.listen.pop3s[0], "127.0.0.1:1995");
 	assert_int_equal(cfg.delivery.port, 2525);
+	config_free(&cfg);
+	buf_free(&err);
+}
+
+/* Naming one listener means: only the named ones (no surprise open ports). */
+static void test_listen_only_named(void **state)
+{
+	const char *path =
+	    write_file("named.conf", "listen {\n  smtp = {\"127.0.0.9:2525\"}\n  imap = {}\n}\n");
+	struct config cfg;
+	struct buf err = BUF_INIT;
+	assert_int_equal(config_load(path, &cfg, &err), 0);
+	assert_int_equal(config_listen_count(cfg.listen.smtp), 1);
+	assert_string_equal(cfg.listen.smtp[0], "127.0.0.9:2525");
+	assert_int_equal(config_listen_count(cfg.listen.imap), 0);
+	assert_non_null(cfg.listen.submission);
+	assert_null(cfg.listen.submission[0]);
+	assert_int_equal(config_listen_count(cfg.listen.submissions), 0);
+	assert_int_equal(config_listen_count(cfg.listen.imaps), 0);
+	assert_int_equal(config_listen_count(cfg.listen.pop3), 0);
+	assert_int_equal(config_listen_count(cfg.listen.pop3s), 0);
 	config_free(&cfg);
 	buf_free(&err);
 }
@@ -392,6 +412,7 @@ int main(void)
 	    cmocka_unit_test(test_defaults),
 	    cmocka_unit_test(test_minimal_file),
 	    cmocka_unit_test(test_dev_defaults),
+	    cmocka_unit_test(test_listen_only_named),
 	    cmocka_unit_test(test_full_file),
 	    cmocka_unit_test(test_unknown_key),
 	    cmocka_unit_test(test_wrong_type),
