@@ -4,12 +4,15 @@ Each server gets its own directory, its own 127.0.0.x address and the
 development ports, so servers never collide with each other or with other
 software. Everything is driven through the real CLI (`dakiya -c CONF ...`).
 """
+import hashlib
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -161,11 +164,124 @@ def server(make_server):
     return make_server()
 
 
+# ---------------------------------------------------------------- helpers
+
+QUEUED_RE = re.compile(r"^250 2\.0\.0 Ok: queued as ([0-9A-Fa-f]{16})$")
+
+
+def queue_id(reply_text):
+    """The queue id of a `250 2.0.0 Ok: queued as ID` reply (16 hex digits)."""
+    m = QUEUED_RE.match(reply_text.splitlines()[-1])
+    assert m, "not a 'queued as' reply: %r" % reply_text
+    return m.group(1)
+
+
+def dot_stuff(content):
+    """DATA transparency (RFC 5321 4.5.2): double a leading dot on every line."""
+    if isinstance(content, str):
+        content = content.encode()
+    assert content == b"" or content.endswith(b"\r\n"), "DATA content must end with CRLF"
+    out = []
+    for line in content.split(b"\r\n")[:-1]:
+        out.append((b"." + line) if line.startswith(b".") else line)
+    return b"".join(l + b"\r\n" for l in out)
+
+
+def split_received(stored):
+    """Split stored bytes into (the first header field, the rest). The field
+    is `Received:` with its folded continuation lines."""
+    assert stored.startswith(b"Received: "), "stored message does not start with Received: %r" % stored[:200]
+    i = 0
+    while True:
+        j = stored.index(b"\r\n", i) + 2
+        if j >= len(stored) or stored[j:j + 1] not in (b" ", b"\t"):
+            return stored[:j], stored[j:]
+        i = j
+
+
+def assert_stored(stored, content, qid=None, rcpt=None):
+    """The stored message is exactly our Received: header followed by the
+    bytes the client sent (after dot-unstuffing)."""
+    if isinstance(content, str):
+        content = content.encode()
+    hdr, rest = split_received(stored)
+    assert rest == content, (
+        "stored bytes differ from what was sent (after the Received: header):\n"
+        "sent   %d bytes %r\nstored %d bytes %r" % (len(content), content[:300], len(rest), rest[:300]))
+    assert re.match(rb"^Received: from \S", hdr), hdr
+    if qid is not None:
+        assert re.search(rb"\bid " + qid.encode() + rb"\b", hdr), "queue id %s not in %r" % (qid, hdr)
+    if rcpt is not None:
+        assert (b"for <" + rcpt.encode() + b">") in hdr, "for <%s> not in %r" % (rcpt, hdr)
+    return hdr
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+_uniq = itertools.count(1)
+
+
+def unique(prefix="u"):
+    """A name no other test in this run uses."""
+    return "%s%d" % (prefix, next(_uniq))
+
+
+def fresh_user(server, prefix="u"):
+    """A user no other test has received mail for: from the pool made before
+    the server started (so that tests do not all depend on live user changes,
+    which test_cli.py covers), else added on the running server."""
+    pool = getattr(server, "pool", None)
+    if pool:
+        return pool.pop()
+    addr = "%s@%s" % (unique(prefix), server.domain)
+    server.add_user(addr)
+    return addr
+
+
+def check_server_after(s):
+    """Stop s and assert it neither crashed nor reported memory errors."""
+    alive = s.alive()
+    rc = s.stop()
+    log = s.log_text()
+    assert alive, "server died during the test; log:\n" + log[-4000:]
+    assert rc == 0, "server exit code %s; log:\n%s" % (rc, log[-4000:])
+    assert "ERROR: AddressSanitizer" not in log, log[-4000:]
+    assert "ERROR: LeakSanitizer" not in log, log[-4000:]
+    assert "runtime error:" not in log, log[-4000:]
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory):
+    """One server shared by the tests of a module (only for tests that keep
+    the default limits): module_server(users=..., limits=...)."""
+    servers = []
+
+    def make(domain="example.test", users=("alice", "bob"), limits=None, extra="", start=True,
+             pool=0):
+        s = Server(tmp_path_factory.mktemp("msrv"), domain, limits, extra)
+        for u in users:
+            s.add_user("%s@%s" % (u, domain))
+        s.pool = []
+        for _ in range(pool):
+            s.pool.append("%s@%s" % (unique("p"), domain))
+            s.add_user(s.pool[-1])
+        servers.append(s)
+        return s.start() if start else s
+
+    yield make
+    for s in servers:
+        check_server_after(s)
+
+
 class Conn:
     """A raw SMTP conversation over a socket, for exact protocol tests."""
 
-    def __init__(self, ip, port=SMTP_PORT, timeout=15):
-        self.sock = socket.create_connection((ip, port), timeout=timeout)
+    def __init__(self, ip, port=SMTP_PORT, timeout=15, source=None):
+        self.sock = socket.create_connection((ip, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.f = self.sock.makefile("rb")
 
     def reply(self):
@@ -200,6 +316,42 @@ class Conn:
         except OSError:
             pass
 
+    # ---- helpers added for the SMTP suites (test_smtp_*.py)
+    def replies(self, n):
+        return [self.reply() for _ in range(n)]
+
+    def expect(self, line, code, enhanced=None):
+        """Send a command line; assert the reply code (and enhanced status)."""
+        got, text = self.cmd(line)
+        assert got == code, "%r -> %s" % (line, text)
+        if enhanced is not None:
+            assert text.splitlines()[-1][4:].startswith(enhanced + " "), \
+                "%r -> %s (want %s)" % (line, text, enhanced)
+        return text
+
+    def send_message(self, mail_from, rcpts, content, mail_params=""):
+        """One whole DATA transaction, lock-step. content is the message as
+        it must be stored (unstuffed, CRLF). Returns the queue id."""
+        self.expect("MAIL FROM:<%s>%s" % (mail_from, mail_params), 250)
+        for r in rcpts:
+            self.expect("RCPT TO:<%s>" % r, 250)
+        self.expect("DATA", 354)
+        self.send(dot_stuff(content) + b".\r\n")
+        code, text = self.reply()
+        assert code == 250, text
+        return queue_id(text)
+
+
+def open_conn(ip, ehlo=True, source=None, timeout=15):
+    """A Conn past the banner (and EHLO unless ehlo=False)."""
+    c = Conn(ip, source=source, timeout=timeout)
+    code, text = c.reply()
+    assert code == 220, text
+    if ehlo:
+        code, text = c.cmd("EHLO client.test")
+        assert code == 250, text
+    return c
+
 
 @pytest.fixture
 def conn(server):
@@ -218,3 +370,4 @@ def conn(server):
     yield make
     for c in conns:
         c.close()
+    assert server.alive(), "server died during the test; log:\n" + server.log_text()[-4000:]
