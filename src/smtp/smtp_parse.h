@@ -52,6 +52,11 @@ enum smtp_verb smtp_parse_verb(const char *line, size_t len, const char **arg);
 /* A line is acceptable as a command if it has no NUL, CR or LF inside and
  * is not longer than max. */
 bool smtp_line_ok(const char *line, size_t len);
+/* smtp_line_ok() uses this max (bytes, without the CRLF; the default of the
+ * config's line_length). The I/O layer enforces the configured limit. */
+#define SMTP_LINE_MAX 4096
+/* The same check with an explicit max, e.g. the configured line length. */
+bool smtp_line_ok_max(const char *line, size_t len, size_t max);
 
 #define SMTP_LOCAL_MAX 256  /* RFC says 64; real SRS/VERP senders exceed it */
 #define SMTP_DOMAIN_MAX 255
@@ -141,7 +146,9 @@ static inline bool smtp_data_done(const struct smtp_data_parser *p)
 /* Find the first header field `name` (case-insensitive) in the header section
  * at the start of msg (up to the first empty line or len), unfold it (CRLF
  * followed by WSP removed), trim it, and put at most max bytes of its value
- * into out. Returns true if found. */
+ * into out. Returns true if found. out is reset first (and left empty when
+ * the field is absent); a cut never splits a UTF-8 sequence. Lines may end in
+ * CRLF or a bare LF. */
 bool smtp_header_get(const char *msg, size_t len, const char *name, struct buf *out, size_t max);
 /* Length of the header section (up to and including the empty line), or len
  * if none is found. */
