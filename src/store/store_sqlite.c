@@ -481,15 +481,21 @@ struct store *store_open(const char *data_dir, struct buf *err)
 	}
 	buf_reset(&path);
 	buf_printf(&path, "%s/dakiya.db", data_dir);
-	/* create the file ourselves so that it is never world-readable */
-	int fd = open(buf_cstr(&path), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
+	/* Create the file ourselves so that it is never world-readable (SQLite
+	 * gives -wal and -shm the same mode). Only when it does not exist yet:
+	 * close() on a descriptor of a database that another connection of this
+	 * process has open drops all of the process's POSIX locks on it, and
+	 * another process could then take the database for unused, checkpoint
+	 * and delete the WAL under our feet (acknowledged commits lost). */
+	int fd = open(buf_cstr(&path), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 && errno != EEXIST) {
 		if (err)
 			buf_printf(
 			    err, "store: cannot open %s: %s", buf_cstr(&path), strerror(errno));
 		goto fail;
 	}
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	int rc = sqlite3_open_v2(buf_cstr(&path), &st->db,
 	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
