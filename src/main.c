@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/log.h"
 
 struct command {
 	const char *name;
@@ -188,6 +189,9 @@ int main(int argc, char **argv)
 	const struct command *c = find_command(name);
 	if (c == NULL)
 		return unknown_command(name);
+	/* commands other than serve say what matters on their own; the store's
+	 * informational lines (migrations) stay out of their output */
+	log_set_level(LOG_WARN);
 	rc = c->run(&cli, argc - 1, argv + 1);
 	cli_free(&cli);
 	return rc;

@@ -384,12 +384,13 @@ static void print_result(struct cli *cli, const struct qs_opts *o, const char *c
 	    "       export DAKIYA_CONFIG=%s\n"
 	    "       dakiya user add alice@%s\n"
 	    "       dakiya alias add abuse@%s postmaster@%s\n"
-	    "  3. Mail clients connect to %s: IMAP port %u (%u with TLS), POP3 %u (%u),\n"
-	    "     sending via submission %u (STARTTLS) or %u (TLS), user postmaster@%s.\n",
+	    "  3. Send it a message as another domain's server would, and look:\n"
+	    "       swaks --server %s:%u --from someone@example.org --to postmaster@%s\n"
+	    "       dakiya -c %s mailbox list postmaster@%s\n"
+	    "     (this version is the MX; submission, IMAP and POP3 come in later versions)\n",
 	    o->domain, o->dev ? " (development mode)" : "", conf, data_dir, hostname, o->domain,
 	    password, conf, o->domain, conf, conf, o->domain, o->domain, o->domain, host,
-	    o->dev ? 1143u : 143u, o->dev ? 1993u : 993u, o->dev ? 1110u : 110u,
-	    o->dev ? 1995u : 995u, o->dev ? 2587u : 587u, o->dev ? 2465u : 465u, o->domain);
+	    o->dev ? 2525u : 25u, o->domain, conf, o->domain);
 	if (o->dev)
 		buf_printf(&out,
 		    "  4. Other development instances deliver to this one at %s:2525; this\n"

@@ -52,12 +52,8 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
 	if (cli_load_config(cli) < 0)
 		return 1;
 	const struct config *cfg = &cli->cfg;
-	if (strcmp(cfg->log_level, "debug") == 0)
-		log_set_level(LOG_DEBUG);
-	else if (strcmp(cfg->log_level, "warn") == 0)
-		log_set_level(LOG_WARN);
-	else if (strcmp(cfg->log_level, "error") == 0)
-		log_set_level(LOG_ERR);
+	int lvl = config_log_level(cfg->log_level);
+	log_set_level(lvl < 0 ? LOG_INFO : (enum log_level)lvl);
 	log_info("-", "event=start version=%s config=%s", DAKIYA_VERSION, cli_config_path(cli));
 	return smtp_server_run(cfg);
 }

@@ -108,7 +108,10 @@ bool buf_printf(struct buf *b, const char *fmt, ...)
 void buf_consume(struct buf *b, size_t n)
 {
 	if (n >= b->len) {
-		buf_reset(b);
+		/* empty it, keeping the sticky error flag */
+		b->len = 0;
+		if (b->data)
+			b->data[0] = '\0';
 		return;
 	}
 	memmove(b->data, b->data + n, b->len - n);

@@ -37,7 +37,7 @@ bool buf_append(struct buf *b, const void *p, size_t n);
 bool buf_puts(struct buf *b, const char *s);
 bool buf_putc(struct buf *b, char c);
 bool buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-bool buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+bool buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Drop the first n bytes (n <= len). */
 void buf_consume(struct buf *b, size_t n);
 /* Make room for n more bytes; returns a pointer to the free space or NULL. */

@@ -262,7 +262,7 @@ const char *config_default_path(const char *explicit_path)
 
 /* ---- libconfuse callbacks ---- */
 
-static void config_errfunc(cfg_t *c, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void config_errfunc(cfg_t *c, const char *fmt, va_list ap)
 {
 	struct load_ctx *ctx = load_cur;
 	if (ctx == NULL || ctx->failed)

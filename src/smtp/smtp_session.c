@@ -757,7 +757,7 @@ static bool allowed_in_bdat(enum smtp_verb v)
 
 static void handle_line(struct smtp_session *s, char *line, size_t len)
 {
-	if (!smtp_line_ok(line, len)) {
+	if (!smtp_line_ok_max(line, len, s->w->cfg->limits.line_length)) {
 		reply(s, "500 5.5.2 Error: bad characters in command line");
 		count_error(s);
 		return;

@@ -166,6 +166,16 @@ static void test_consume(void **state)
 	buf_consume(&e, 0);
 	assert_int_equal(e.len, 0);
 	buf_free(&b);
+
+	/* the sticky error survives consuming everything */
+	struct buf c = BUF_INIT;
+	buf_init(&c, 4);
+	assert_true(buf_puts(&c, "abc"));
+	assert_false(buf_puts(&c, "de"));
+	buf_consume(&c, c.len);
+	assert_int_equal(c.len, 0);
+	assert_true(buf_err(&c));
+	buf_free(&c);
 }
 
 static void test_steal(void **state)
