@@ -184,15 +184,40 @@ const char *cli_address_domain(const char *address)
 	return at ? at + 1 : "";
 }
 
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlongs, no
+ * surrogates, at most U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+	size_t n = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
+	if (n == 0 || p[0] > 0xf4 || (size_t)(end - p) < n)
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0) ||
+	    (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))
+		return 0;
+	return n;
+}
+
 bool cli_valid_address(const char *s)
 {
 	const char *at = strrchr(s, '@');
 	if (at == NULL || at == s || (size_t)(at - s) > 64)
 		return false;
-	for (const char *p = s; p < at; p++) {
-		unsigned char c = (unsigned char)*p;
+	const unsigned char *end = (const unsigned char *)at;
+	for (const unsigned char *p = (const unsigned char *)s; p < end; p++) {
+		unsigned char c = *p;
+		if (c >= 0x80) {
+			/* UTF-8 local parts, for SMTPUTF8 (RFC 6531) */
+			size_t n = utf8_seq(p, end);
+			if (n == 0)
+				return false;
+			p += n - 1;
+			continue;
+		}
 		/* printable ASCII without the specials that would need quoting */
-		if (c <= 0x20 || c >= 0x7f || strchr("\"(),:;<>@[\\]", c) != NULL)
+		if (c <= 0x20 || c == 0x7f || strchr("\"(),:;<>@[\\]", c) != NULL)
 			return false;
 	}
 	if (s[0] == '.' || at[-1] == '.' || strstr(s, "..") != NULL)
