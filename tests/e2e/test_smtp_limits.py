@@ -6,8 +6,6 @@ Each test runs its own server with the limit it exercises (make_server).
 import socket
 import time
 
-import pytest
-
 from conftest import Conn, assert_stored, open_conn
 
 

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import SMTP_PORT, Conn, assert_stored, open_conn, queue_id, split_received
+from conftest import SMTP_PORT, assert_stored, open_conn, queue_id, split_received
 
 
 def body_lines(nbytes, seed):
