@@ -136,6 +136,13 @@ struct store *cli_open_store(struct cli *cli)
 	if (cli_load_config(cli) != 0)
 		return NULL;
 	struct buf err = BUF_INIT;
+	/* as root, work as the server's user, so that no file of the store
+	 * becomes root's and unusable by the server */
+	if (geteuid() == 0 && util_drop_privileges(cli->cfg.user, &err) < 0) {
+		cli_fail("%s", buf_cstr(&err));
+		buf_free(&err);
+		return NULL;
+	}
 	cli->store = store_open(cli->cfg.data_dir, &err);
 	if (cli->store == NULL)
 		cli_fail("cannot open the store in %s: %s; check data_dir in %s and that you may "

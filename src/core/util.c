@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "core/log.h"
 
 void util_random(void *p, size_t n)
 {
@@ -111,3 +115,31 @@ void util_lower(char *s)
 }
 
 bool util_streq_ci(const char *a, const char *b) { return strcasecmp(a, b) == 0; }
+
+int util_drop_privileges(const char *user, struct buf *err)
+{
+	if (user == NULL || *user == '\0')
+		return 0;
+	struct passwd *pw = getpwnam(user);
+	if (pw == NULL) {
+		buf_printf(err, "no such user \"%s\" (config key user); create it, or set user = \"\"",
+		    user);
+		return -1;
+	}
+	if (geteuid() != 0) {
+		if (geteuid() == pw->pw_uid)
+			return 0;
+		buf_printf(err, "cannot switch to user %s: not started as root; start as root or "
+		                "set user = \"\"",
+		    user);
+		return -1;
+	}
+	if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		buf_printf(err, "cannot switch to user %s: %s", user, strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0)
+		abort(); /* the switch did not stick */
+	log_info("-", "event=privileges-dropped user=%s uid=%u", user, (unsigned)pw->pw_uid);
+	return 0;
+}

@@ -30,4 +30,10 @@ void util_lower(char *s);
 /* Case-insensitive ASCII compare of two NUL-terminated strings. */
 bool util_streq_ci(const char *a, const char *b);
 
+/* Become user (name; "" or NULL = stay who we are): supplementary groups,
+ * gid, uid, irrevocably. Already that user: nothing to do. Not root: an
+ * error unless already that user. 0, or -1 with the reason in err. */
+struct buf;
+int util_drop_privileges(const char *user, struct buf *err);
+
 #endif

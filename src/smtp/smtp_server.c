@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/util.h"
 #include "store/store.h"
 
 #define IP_BUCKETS 4096
@@ -310,6 +312,29 @@ static void listeners_rebind(struct server *srv)
 
 /* ---------------------------------------------------------------- run */
 
+/* Listeners the configuration names that this version does not serve yet. */
+static void warn_unserved(const struct config *cfg)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} l[] = {
+	    {"submission", offsetof(struct config_listen, submission)},
+	    {"submissions", offsetof(struct config_listen, submissions)},
+	    {"imap", offsetof(struct config_listen, imap)},
+	    {"imaps", offsetof(struct config_listen, imaps)},
+	    {"pop3", offsetof(struct config_listen, pop3)},
+	    {"pop3s", offsetof(struct config_listen, pop3s)},
+	};
+	for (size_t i = 0; i < sizeof l / sizeof l[0]; i++) {
+		char **addrs = *(char **const *)((const char *)&cfg->listen + l[i].off);
+		if (addrs && addrs[0])
+			log_warn("-", "event=listener-not-served service=%s address=%s "
+			              "reason=\"not implemented in this version\"",
+			    l[i].name, addrs[0]);
+	}
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *srv = arg;
@@ -335,14 +360,6 @@ int smtp_server_run(const struct config *cfg)
 	if (srv.base == NULL)
 		return 1;
 
-	/* opening the store here runs migrations once, before the workers */
-	struct store *st = store_open(cfg->data_dir, &err);
-	if (st == NULL) {
-		log_err("-", "event=startup-failed error=\"cannot open the store: %s\"", buf_cstr(&err));
-		goto out;
-	}
-	store_close(st);
-
 	if (add_listeners(&srv, cfg->listen.smtp, LISTEN_SMTP, &err) < 0) {
 		log_err("-", "event=startup-failed error=\"%s\"", buf_cstr(&err));
 		goto out;
@@ -352,6 +369,20 @@ int smtp_server_run(const struct config *cfg)
 		log_err("-", "event=startup-failed error=\"no SMTP listener configured (listen { smtp = ... })\"");
 		goto out;
 	}
+	warn_unserved(cfg);
+	if (util_drop_privileges(cfg->user, &err) < 0) {
+		log_err("-", "event=startup-failed error=\"%s\"", buf_cstr(&err));
+		goto out;
+	}
+
+	/* opening the store here runs migrations once, before the workers; after
+	 * the switch of user, so that every file it creates is the user's */
+	struct store *st = store_open(cfg->data_dir, &err);
+	if (st == NULL) {
+		log_err("-", "event=startup-failed error=\"cannot open the store: %s\"", buf_cstr(&err));
+		goto out;
+	}
+	store_close(st);
 
 	srv.accept = accept_start(cfg->data_dir, 8, &err);
 	if (srv.accept == NULL) {

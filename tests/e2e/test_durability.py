@@ -43,3 +43,41 @@ def test_kill_9_loses_no_acknowledged_message(server):
     server.stop(sig=signal.SIGKILL)
     server.start()
     assert [m["subject"] for m in server.mailbox(rcpt)] == ["m%d" % i for i in range(20)]
+
+
+def test_serves_as_unprivileged_user():
+    """user = "nobody": listeners bound as root, then the server runs as nobody;
+    the CLI run as root works as nobody too, so no store file becomes root's."""
+    import os
+    import pwd
+    import shutil
+    import tempfile
+    import pytest
+    from conftest import Server
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    nobody = pwd.getpwnam("nobody")
+    base = tempfile.mkdtemp(prefix="dakiya-nobody-")
+    os.chmod(base, 0o755)
+    data = os.path.join(base, "srv", "data")
+    os.makedirs(data)
+    os.chown(data, nobody.pw_uid, nobody.pw_gid)
+    s = None
+    try:
+        s = Server(os.path.join(base, "srv"), extra='user = "nobody"')
+        s.add_user("bob@example.test")
+        s.start()
+        assert os.stat("/proc/%d" % s.proc.pid).st_uid == nobody.pw_uid
+        send(s, "bob@example.test", "as nobody")
+        s.add_user("carol@example.test")      # the CLI, as root, while it runs
+        send(s, "carol@example.test", "new user")
+        assert [m["subject"] for m in s.mailbox("carol@example.test")] == ["new user"]
+        assert [m["subject"] for m in s.mailbox("bob@example.test")] == ["as nobody"]
+        for root, dirs, files in os.walk(data):
+            for n in dirs + files:
+                assert os.stat(os.path.join(root, n)).st_uid == nobody.pw_uid, n
+        assert s.alive()
+    finally:
+        if s is not None:
+            assert s.stop() == 0
+        shutil.rmtree(base)
