@@ -291,3 +291,25 @@ def test_client_that_never_reads_does_not_block_others(make_server):
     assert_stored(only_message(s, "alice@example.test"), content, qid)
     c.close()
     hog.close()
+
+
+# ---------------------------------------------------------------- header section size
+
+def test_oversized_header_section_is_refused(make_server):
+    # DESIGN.md: header size is one of the limits (limits.header_size)
+    s = make_server(limits={"header_size": 4096})
+    c = open_conn(s.ip)
+    headers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"h" * 70) for i in range(100))  # ~8 KB
+    c.expect("MAIL FROM:<s@other.test>", 250)
+    c.expect("RCPT TO:<alice@example.test>", 250)
+    c.expect("DATA", 354)
+    c.send(b"Subject: big header\r\n" + headers + b"\r\nsmall body\r\n.\r\n")
+    code, text = c.reply()
+    assert code in (552, 554) and text[4:6] == "5.", text
+    c.expect("NOOP", 250)
+    assert s.mailbox("alice@example.test") == []
+    # a message with a header section under the limit and a big body is fine
+    content = b"Subject: small header\r\n\r\n" + (b"b" * 78 + b"\r\n") * 200
+    qid = c.send_message("s@other.test", ["alice@example.test"], content)
+    assert_stored(only_message(s, "alice@example.test"), content, qid)
+    c.close()

@@ -4,6 +4,9 @@ Scripted conversations over a raw socket against one real `dakiya serve`
 shared by the module; most of them are negative: wrong order, bad syntax,
 junk, HTTP at the SMTP port, desynchronised pipelining.
 """
+import re
+import time
+
 import pytest
 
 from conftest import Conn, assert_stored, fresh_user, queue_id
@@ -369,3 +372,45 @@ def test_message_ids_and_queue_ids_distinct(server, conn):
     c = conn()
     ids = {c.send_message("s@other.test", [rcpt], body("x%d" % i)) for i in range(3)}
     assert len(ids) == 3
+
+
+# ---------------------------------------------------------------- logs
+
+def test_log_lines_carry_queue_and_session_ids(server, conn):
+    rcpt = fresh_user(server)
+    c = conn()
+    qid = c.send_message("s@other.test", [rcpt], body("logged"))
+    c.expect("RCPT TO:<nobody-logged@example.test>", 503)
+    c.expect("QUIT", 221)
+    assert c.closed()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        lines = [l for l in server.log_text().splitlines() if qid in l]
+        if lines:
+            break
+        time.sleep(0.1)
+    assert lines, "no log line names queue id %s" % qid
+    accepted = [l for l in lines if "accepted" in l]
+    assert accepted, lines
+    # key=value fields, and the session that carried it
+    m = re.search(r"session=(\S+)", accepted[0])
+    assert m, accepted[0]
+    sid = m.group(1)
+    session_lines = [l for l in server.log_text().splitlines() if sid in l]
+    assert any("connect" in l for l in session_lines), session_lines
+    deadline = time.time() + 5
+    while not any("disconnect" in l and "quit" in l for l in session_lines) and time.time() < deadline:
+        time.sleep(0.1)
+        session_lines = [l for l in server.log_text().splitlines() if sid in l]
+    assert any("disconnect" in l and "quit" in l for l in session_lines), session_lines
+
+
+def test_peer_text_in_logs_is_escaped(server, conn):
+    c = conn()
+    c.expect("MAIL FROM:<s@other.test>", 250)
+    c.send(b"RCPT TO:<evil\x1b[31m\"fake event=accepted\"@other.test>\r\n")
+    code, _ = c.reply()
+    assert code >= 500
+    c.expect("QUIT", 221)
+    time.sleep(0.3)
+    assert "\x1b" not in server.log_text(), "raw escape character from the peer in the log"
