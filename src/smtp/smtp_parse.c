@@ -765,3 +765,30 @@ bool smtp_header_get(const char *msg, size_t len, const char *name, struct buf *
 	}
 	return false;
 }
+
+/* ---- header section size ---- */
+
+void smtp_hdr_scan_init(struct smtp_hdr_scan *h)
+{
+	h->size = 0;
+	/* as if the content were preceded by a line end: an empty first line
+	 * ends the (empty) header section at once */
+	h->prev[0] = '\r';
+	h->prev[1] = '\n';
+	h->done = false;
+}
+
+bool smtp_hdr_scan_feed(struct smtp_hdr_scan *h, const char *p, size_t len)
+{
+	for (size_t i = 0; i < len && !h->done; i++) {
+		unsigned char c = (unsigned char)p[i];
+		h->size++;
+		/* an empty line: LF right after a line end (CRLF or LF), optionally
+		 * with a CR in between */
+		if (c == '\n' && (h->prev[1] == '\n' || (h->prev[1] == '\r' && h->prev[0] == '\n')))
+			h->done = true;
+		h->prev[0] = h->prev[1];
+		h->prev[1] = c;
+	}
+	return h->done;
+}

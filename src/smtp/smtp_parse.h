@@ -154,4 +154,17 @@ bool smtp_header_get(const char *msg, size_t len, const char *name, struct buf *
  * if none is found. */
 size_t smtp_header_section_len(const char *msg, size_t len);
 
+/* ---- header section size, incrementally ---- */
+/* Follows message content as it streams by and finds where the header
+ * section ends: at the first empty line (CRLF CRLF, or bare LF LF), or at
+ * once if the content starts with an empty line. */
+struct smtp_hdr_scan {
+	uint64_t size;  /* bytes of header section so far (including the empty line once done) */
+	unsigned char prev[2]; /* the last two bytes seen */
+	bool done;      /* the empty line was seen */
+};
+void smtp_hdr_scan_init(struct smtp_hdr_scan *h);
+/* Feed content bytes; returns h->done. */
+bool smtp_hdr_scan_feed(struct smtp_hdr_scan *h, const char *p, size_t len);
+
 #endif

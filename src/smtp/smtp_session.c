@@ -97,6 +97,9 @@ struct txn {
 	struct accept_msg *msg;
 	struct smtp_data_parser dp;
 	struct buf out;        /* content waiting to be written to the blob */
+	struct smtp_hdr_scan hs; /* where the header section ends */
+	uint64_t hdr_limit;
+	bool hdr_too_big;      /* the header section exceeds limits.header_size */
 	bool failed;           /* BDAT: the transaction already failed */
 	const char *fail_reply;
 	uint64_t bdat_total;
@@ -295,7 +298,8 @@ static void commit_done(struct accept_msg *m, void *arg)
 	if (m->rc == 0) {
 		log_info(m->qid, "event=accepted session=%s from=<%s> nrcpt=%zu size=%" PRIu64
 		                 " users=%zu remote=%zu",
-		    s->id, log_str(t->mail_from), t->nrcpts, m->size, t->nusers, t->nremote);
+		    s->id, *t->mail_from ? log_str(t->mail_from) : "", t->nrcpts, m->size, t->nusers,
+		    t->nremote);
 		s->nmessages++;
 	} else {
 		log_err(m->qid, "event=commit-failed session=%s rc=%d", s->id, m->rc);
@@ -326,6 +330,11 @@ static void flush_out(struct txn *t)
 			t->msg->write_errno = ENOMEM;
 		buf_reset(&t->out);
 		return;
+	}
+	if (!t->hs.done && t->out.len) {
+		smtp_hdr_scan_feed(&t->hs, t->out.data, t->out.len);
+		if (t->hs.size > t->hdr_limit)
+			t->hdr_too_big = true;
 	}
 	if (t->out.len) {
 		accept_write(t->msg, t->out.data, t->out.len);
@@ -363,6 +372,8 @@ static bool begin_message(struct smtp_session *s)
 	/* content is fed in pieces of at most OUT_FLUSH and flushed at OUT_FLUSH,
 	 * and unstuffing never grows it, so out stays below 2 * OUT_FLUSH */
 	buf_init(&t->out, 2 * OUT_FLUSH + 16);
+	smtp_hdr_scan_init(&t->hs);
+	t->hdr_limit = s->w->cfg->limits.header_size;
 	write_received(s);
 	return true;
 }
@@ -790,6 +801,16 @@ static void finish_data(struct smtp_session *s)
 		count_error(s);
 		return;
 	}
+	flush_out(t);
+	if (t->hdr_too_big) {
+		log_info(t->msg->qid, "event=reject session=%s code=552 reason=header-size", s->id);
+		reply(s, "552 5.3.4 Message header section exceeds the limit of %" PRIu64 " bytes",
+		    t->hdr_limit);
+		txn_reset(s);
+		enter_state(s, S_READY);
+		count_error(s);
+		return;
+	}
 	if (t->dp.size > c->limits.message_size) {
 		log_info(t->msg->qid, "event=reject session=%s code=552 reason=size size=%" PRIu64,
 		    s->id, t->dp.size);
@@ -820,6 +841,8 @@ static void process_data(struct smtp_session *s, struct evbuffer *in)
 		}
 		if (t->out.len >= OUT_FLUSH || buf_err(&t->out))
 			flush_out(t);
+		if (t->hdr_too_big)
+			t->dp.discard = true;
 	}
 	if (smtp_data_done(&t->dp))
 		finish_data(s);
@@ -836,6 +859,15 @@ static void chunk_done(struct smtp_session *s)
 			enter_state(s, s->tx ? S_BDAT_WAIT : (s->helo ? S_READY : S_GREETING));
 		}
 		count_error(s);
+		return;
+	}
+	flush_out(s->tx);
+	if (s->tx->hdr_too_big) {
+		/* this chunk and the rest of the transaction fail */
+		s->tx->failed = true;
+		s->tx->fail_reply = "552 5.3.4 Message header section exceeds the limit";
+		s->bdat_reply = s->tx->fail_reply;
+		chunk_done(s);
 		return;
 	}
 	if (!s->bdat_last) {

@@ -313,3 +313,31 @@ def test_oversized_header_section_is_refused(make_server):
     qid = c.send_message("s@other.test", ["alice@example.test"], content)
     assert_stored(only_message(s, "alice@example.test"), content, qid)
     c.close()
+
+
+def test_oversized_header_section_by_bdat_is_refused(make_server):
+    s = make_server(limits={"header_size": 4096})
+    c = open_conn(s.ip)
+    headers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"h" * 70) for i in range(100))  # ~8 KB
+    c.expect("MAIL FROM:<s@other.test>", 250)
+    c.expect("RCPT TO:<alice@example.test>", 250)
+    # the header section grows past the limit over two chunks
+    first = b"Subject: big header\r\n" + headers[:3000]
+    c.send(b"BDAT %d\r\n" % len(first) + first)
+    code, text = c.reply()
+    assert code == 250, text
+    rest = headers[3000:] + b"\r\nbody\r\n"
+    c.send(b"BDAT %d LAST\r\n" % len(rest) + rest)
+    code, text = c.reply()
+    assert code == 552 and text[4:9] == "5.3.4", text
+    c.expect("NOOP", 250)
+    assert s.mailbox("alice@example.test") == []
+    # the next transaction on the same session works
+    c.expect("MAIL FROM:<s@other.test>", 250)
+    c.expect("RCPT TO:<alice@example.test>", 250)
+    ok = b"Subject: fine\r\n\r\nbody\r\n"
+    c.send(b"BDAT %d LAST\r\n" % len(ok) + ok)
+    code, text = c.reply()
+    assert code == 250, text
+    assert len(s.mailbox("alice@example.test")) == 1
+    c.close()

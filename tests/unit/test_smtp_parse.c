@@ -770,6 +770,50 @@ static void test_header_section_len(void **state)
 	}
 }
 
+/* smtp_hdr_scan: where the header section ends, fed whole and byte by byte */
+static void test_hdr_scan(void **state)
+{
+	static const struct {
+		const char *in;
+		bool done;
+		uint64_t size; /* when done: bytes up to and including the empty line */
+	} cases[] = {
+	    {"", false, 0},
+	    {"\r\n", true, 2},
+	    {"\r\nbody\r\n", true, 2},
+	    {"\n", true, 1},
+	    {"Subject: a\r\n\r\nbody", true, 14},
+	    {"Subject: a\r\n\tfolded\r\n\r\n", true, 23},
+	    {"Subject: a\n\nbody", true, 12},
+	    {"Subject: a\r\nTo: b\r\n", false, 0},
+	    {"Subject: a\r\n\r", false, 0},
+	    {"Subject: a\r\r\n", false, 0},
+	    {"no empty line at all", false, 0},
+	    {"A: b\r\n \r\nC: d\r\n\r\n", true, 17},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		size_t n = strlen(cases[i].in);
+		struct smtp_hdr_scan whole, bytes;
+		smtp_hdr_scan_init(&whole);
+		smtp_hdr_scan_init(&bytes);
+		bool d1 = smtp_hdr_scan_feed(&whole, cases[i].in, n);
+		bool d2 = false;
+		for (size_t k = 0; k < n; k++)
+			d2 = smtp_hdr_scan_feed(&bytes, cases[i].in + k, 1);
+		if (n == 0)
+			d2 = bytes.done;
+		if (d1 != cases[i].done || d2 != cases[i].done)
+			fail_msg("case %zu: done %d/%d, want %d", i, d1, d2, cases[i].done);
+		if (cases[i].done) {
+			assert_int_equal(whole.size, cases[i].size);
+			assert_int_equal(bytes.size, cases[i].size);
+		} else {
+			assert_int_equal(whole.size, n);
+			assert_int_equal(bytes.size, n);
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -785,6 +829,7 @@ int main(void)
 	    cmocka_unit_test(test_data_cap),
 	    cmocka_unit_test(test_header_get),
 	    cmocka_unit_test(test_header_section_len),
+	    cmocka_unit_test(test_hdr_scan),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
