@@ -46,19 +46,27 @@ struct smtp_input {
 	struct smtp_data_parser data; /* valid in SMTP_IN_DATA */
 	uint64_t chunk_left;   /* valid in SMTP_IN_CHUNK */
 	bool discard;          /* content is counted but not output (over size, failed) */
+	bool line_ready;       /* in->line holds a complete line; the next feed starts anew */
 };
 
 void smtp_input_init(struct smtp_input *in, size_t max_line);
-void smtp_input_free(struct smtp_input *in);
-/* Switch to DATA mode (a fresh smtp_data_parser) or CHUNK mode (n bytes). */
+void smtp_input_free(struct smtp_input *in); /* accepts NULL */
+/* Switch to DATA mode (a fresh smtp_data_parser) or CHUNK mode (n bytes).
+ * Both clear discard: the caller sets it after the switch if this DATA or
+ * chunk is to be counted only. After SMTP_IN_DATA_END, in->data (size,
+ * bare_lf, bare_cr) stays valid until the next smtp_input_start_data(). */
 void smtp_input_start_data(struct smtp_input *in);
 void smtp_input_start_chunk(struct smtp_input *in, uint64_t n);
 
 /* Use bytes of p[0..len) until one event happens or p is used up. *used
  * tells how many bytes were consumed (the caller drops them and calls again
  * with the rest). Content of DATA (unstuffed) and of chunks (as-is) is
- * appended to content unless in->discard is set; the caller bounds how much
- * it passes per call to bound how much content grows. */
+ * appended to content unless in->discard is set (or content is NULL); the
+ * caller bounds how much it passes per call to bound how much content grows.
+ * SMTP_IN_NEED_MORE always uses all len bytes; of the other events only
+ * SMTP_IN_CHUNK_END (of a 0-byte chunk) can use none. p may be NULL when
+ * len is 0. A line given by SMTP_IN_GOT_LINE stays in in->line until the
+ * next call to any smtp_input_ function. */
 enum smtp_in_event smtp_input_feed(struct smtp_input *in, const char *p, size_t len,
     size_t *used, struct buf *content);
 
