@@ -37,6 +37,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "queue/accept.h"
+#include "smtp/smtp_input.h"
 #include "smtp/smtp_parse.h"
 #include "smtp/smtp_server.h"
 #include "store/store.h"
@@ -95,7 +96,6 @@ struct txn {
 	char **remote;         /* remote alias targets */
 	size_t nremote, aremote;
 	struct accept_msg *msg;
-	struct smtp_data_parser dp;
 	struct buf out;        /* content waiting to be written to the blob */
 	struct smtp_hdr_scan hs; /* where the header section ends */
 	uint64_t hdr_limit;
@@ -115,15 +115,14 @@ struct smtp_session {
 	enum smtp_state state;
 	char *helo;
 	bool esmtp;
-	bool skip_line;        /* discarding the rest of an over-long line */
 	bool output_paused;    /* reading stopped until output drains */
 	bool dead;             /* connection gone while a commit was pending */
 	const char *end_reason;
 	unsigned nerrors, njunk, nmessages;
-	uint64_t bdat_left;    /* bytes of the current chunk still to read */
+	enum smtp_state bdat_prev; /* state to return to after a refused chunk */
 	bool bdat_last;
 	const char *bdat_reply;/* reply for a chunk read only to be discarded */
-	struct buf line;
+	struct smtp_input in;  /* framing of the input stream */
 	struct txn *tx;
 };
 
@@ -629,7 +628,7 @@ static void cmd_data(struct smtp_session *s, char *arg)
 		reply(s, "451 4.3.0 Temporary failure: cannot create the message file, try again later");
 		return;
 	}
-	smtp_data_init(&s->tx->dp);
+	smtp_input_start_data(&s->in);
 	enter_state(s, S_DATA);
 	reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
@@ -644,12 +643,12 @@ static void cmd_bdat(struct smtp_session *s, char *arg)
 		close_after_reply(s, "bad-bdat");
 		return;
 	}
-	s->bdat_left = size;
 	s->bdat_last = last;
 	s->bdat_reply = NULL;
+	s->bdat_prev = s->state;
 	if (s->state != S_RCPT && s->state != S_BDAT_WAIT) {
 		s->bdat_reply = s->state == S_MAIL ? "554 5.5.1 Error: no valid recipients"
-		                                   : "503 5.5.1 Error: need RCPT command";
+		                                   : "503 5.5.1 Error: need MAIL and RCPT first";
 	} else {
 		struct txn *t = s->tx;
 		if (t->msg == NULL && !t->failed && !begin_message(s)) {
@@ -664,6 +663,9 @@ static void cmd_bdat(struct smtp_session *s, char *arg)
 		if (t->failed && s->bdat_reply == NULL)
 			s->bdat_reply = t->fail_reply ? t->fail_reply : "554 5.5.1 Transaction failed";
 	}
+	smtp_input_start_chunk(&s->in, size);
+	if (s->bdat_reply)
+		s->in.discard = true;
 	enter_state(s, S_BDAT);
 }
 
@@ -791,11 +793,12 @@ static void finish_data(struct smtp_session *s)
 {
 	struct txn *t = s->tx;
 	const struct config *c = s->w->cfg;
-	if (t->dp.bare_lf || t->dp.bare_cr) {
+	const struct smtp_data_parser *dp = &s->in.data;
+	if (dp->bare_lf || dp->bare_cr) {
 		log_info(t->msg->qid, "event=reject session=%s code=554 reason=bare-%s ip=%s", s->id,
-		    t->dp.bare_lf ? "lf" : "cr", s->ip);
+		    dp->bare_lf ? "lf" : "cr", s->ip);
 		reply(s, "554 5.6.0 Message refused: bare %s in message data; lines must end with CRLF",
-		    t->dp.bare_lf ? "LF" : "CR");
+		    dp->bare_lf ? "LF" : "CR");
 		txn_reset(s);
 		enter_state(s, S_READY);
 		count_error(s);
@@ -811,9 +814,9 @@ static void finish_data(struct smtp_session *s)
 		count_error(s);
 		return;
 	}
-	if (t->dp.size > c->limits.message_size) {
+	if (dp->size > c->limits.message_size) {
 		log_info(t->msg->qid, "event=reject session=%s code=552 reason=size size=%" PRIu64,
-		    s->id, t->dp.size);
+		    s->id, dp->size);
 		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
 		txn_reset(s);
 		enter_state(s, S_READY);
@@ -823,40 +826,18 @@ static void finish_data(struct smtp_session *s)
 	start_commit(s);
 }
 
-/* Feed buffered input to the DATA parser. */
-static void process_data(struct smtp_session *s, struct evbuffer *in)
-{
-	struct txn *t = s->tx;
-	const uint64_t max = s->w->cfg->limits.message_size;
-	while (evbuffer_get_length(in) > 0 && !smtp_data_done(&t->dp)) {
-		struct evbuffer_iovec v;
-		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-			break;
-		size_t len = v.iov_len < OUT_FLUSH ? v.iov_len : OUT_FLUSH;
-		size_t used = smtp_data_feed(&t->dp, v.iov_base, len, &t->out);
-		evbuffer_drain(in, used);
-		if (!t->dp.discard && t->dp.size > max) {
-			t->dp.discard = true; /* keep reading to the end, store nothing more */
-			buf_reset(&t->out);
-		}
-		if (t->out.len >= OUT_FLUSH || buf_err(&t->out))
-			flush_out(t);
-		if (t->hdr_too_big)
-			t->dp.discard = true;
-	}
-	if (smtp_data_done(&t->dp))
-		finish_data(s);
-}
-
 static void chunk_done(struct smtp_session *s)
 {
 	if (s->bdat_reply) {
 		reply(s, "%s", s->bdat_reply);
-		if (s->tx && s->bdat_last) {
+		if (s->tx && s->tx->msg != NULL && s->bdat_last) {
 			txn_reset(s);
 			enter_state(s, S_READY);
+		} else if (s->tx && s->tx->msg != NULL) {
+			enter_state(s, S_BDAT_WAIT);
 		} else {
-			enter_state(s, s->tx ? S_BDAT_WAIT : (s->helo ? S_READY : S_GREETING));
+			/* refused before any transaction content: the state is unchanged */
+			enter_state(s, s->bdat_prev);
 		}
 		count_error(s);
 		return;
@@ -878,32 +859,29 @@ static void chunk_done(struct smtp_session *s)
 	start_commit(s);
 }
 
-static void process_bdat(struct smtp_session *s, struct evbuffer *in)
+/* After content was fed: write it out in big pieces, stop storing what will
+ * be refused anyway (over the size or header limits). */
+static void after_content(struct smtp_session *s)
 {
-	while (s->bdat_left > 0 && evbuffer_get_length(in) > 0) {
-		struct evbuffer_iovec v;
-		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-			break;
-		size_t n = v.iov_len < s->bdat_left ? v.iov_len : (size_t)s->bdat_left;
-		if (n > OUT_FLUSH)
-			n = OUT_FLUSH;
-		if (s->bdat_reply == NULL) {
-			struct txn *t = s->tx;
-			buf_append(&t->out, v.iov_base, n);
-			if (t->out.len >= OUT_FLUSH || buf_err(&t->out))
-				flush_out(t);
-		}
-		evbuffer_drain(in, n);
-		s->bdat_left -= n;
+	struct txn *t = s->tx;
+	if (t == NULL || t->msg == NULL)
+		return;
+	if (s->in.mode == SMTP_IN_DATA && !s->in.discard &&
+	    s->in.data.size > s->w->cfg->limits.message_size) {
+		s->in.discard = true; /* read on to the end, store nothing more */
+		buf_reset(&t->out);
 	}
-	if (s->bdat_left == 0)
-		chunk_done(s);
+	if (t->out.len >= OUT_FLUSH || buf_err(&t->out))
+		flush_out(t);
+	if (t->hdr_too_big)
+		s->in.discard = true;
 }
 
+/* Turn buffered input into commands, DATA content and BDAT chunks until the
+ * input runs out or the session parks (commit) or closes. */
 static void smtp_process(struct smtp_session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
-	const size_t maxline = s->w->cfg->limits.line_length;
 	for (;;) {
 		if (s->state == S_COMMIT || s->state == S_CLOSING)
 			return;
@@ -913,54 +891,47 @@ static void smtp_process(struct smtp_session *s)
 			bufferevent_disable(s->bev, EV_READ);
 			return;
 		}
-		if (s->state == S_DATA) {
-			process_data(s, in);
-			if (s->state == S_DATA)
-				return; /* need more */
-			continue;
+		const char *p = NULL;
+		size_t len = 0;
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) >= 1) {
+			p = v.iov_base;
+			len = v.iov_len;
 		}
-		if (s->state == S_BDAT) {
-			process_bdat(s, in);
-			if (s->state == S_BDAT)
-				return;
-			continue;
-		}
-		size_t eol_len;
-		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
-		if (p.pos < 0) {
-			size_t have = evbuffer_get_length(in);
-			if (have > maxline) {
-				evbuffer_drain(in, have);
-				if (!s->skip_line) {
-					s->skip_line = true;
-					reply(s, "500 5.5.2 Error: line too long");
-					if (!count_error(s))
-						return;
-				}
-			}
+		bool content_mode = s->in.mode != SMTP_IN_LINE;
+		/* a chunk of 0 bytes ends without input */
+		if (len == 0 && !(s->in.mode == SMTP_IN_CHUNK && s->in.chunk_left == 0))
 			return;
+		/* content is fed in pieces of at most OUT_FLUSH (see begin_message) */
+		if (content_mode && len > OUT_FLUSH)
+			len = OUT_FLUSH;
+		struct buf *content = content_mode && s->tx && s->tx->msg && !s->bdat_reply
+		                          ? &s->tx->out
+		                          : NULL;
+		size_t used = 0;
+		enum smtp_in_event ev = smtp_input_feed(&s->in, p, len, &used, content);
+		evbuffer_drain(in, used);
+		if (content_mode)
+			after_content(s);
+		switch (ev) {
+		case SMTP_IN_NEED_MORE:
+			break;
+		case SMTP_IN_GOT_LINE:
+			handle_line(s, s->in.line.data, s->in.line.len);
+			break;
+		case SMTP_IN_LINE_TOO_LONG:
+			reply(s, "500 5.5.2 Error: line too long");
+			count_error(s);
+			break;
+		case SMTP_IN_DATA_END:
+			finish_data(s);
+			break;
+		case SMTP_IN_CHUNK_END:
+			chunk_done(s);
+			break;
+		default:
+			abort();
 		}
-		size_t n = (size_t)p.pos;
-		if (s->skip_line || n + 1 > maxline) {
-			evbuffer_drain(in, n + 1);
-			if (!s->skip_line) {
-				reply(s, "500 5.5.2 Error: line too long");
-				if (!count_error(s))
-					return;
-			}
-			s->skip_line = false;
-			continue;
-		}
-		buf_reset(&s->line);
-		char *dst = buf_reserve(&s->line, n + 1);
-		if (dst == NULL)
-			abort(); /* maxline bounds n; the cap is above it */
-		evbuffer_remove(in, dst, n + 1);
-		if (n > 0 && dst[n - 1] == '\r')
-			n--;
-		dst[n] = '\0';
-		s->line.len = n;
-		handle_line(s, dst, n);
 	}
 }
 
@@ -1013,7 +984,7 @@ static void session_free(struct smtp_session *s)
 	server_conn_release(s->w->server, &s->ss);
 	s->w->nsessions--;
 	free(s->helo);
-	buf_free(&s->line);
+	smtp_input_free(&s->in);
 	free(s);
 }
 
@@ -1034,12 +1005,12 @@ void smtp_session_start(struct worker *w, int fd, const struct sockaddr_storage 
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, s->ip, sizeof s->ip);
 	else
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, s->ip, sizeof s->ip);
-	buf_init(&s->line, (size_t)w->cfg->limits.line_length + 16);
+	smtp_input_init(&s->in, w->cfg->limits.line_length);
 	s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->bev == NULL) {
 		close(fd);
 		server_conn_release(w->server, ss);
-		buf_free(&s->line);
+		smtp_input_free(&s->in);
 		free(s);
 		return;
 	}
