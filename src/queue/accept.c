@@ -11,7 +11,6 @@
 #include "queue/accept.h"
 
 #include <errno.h>
-#include <event2/event.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,53 +66,17 @@ static struct accept_msg *mq_pop(struct mq *q)
 	return m;
 }
 
+static void done_on_loop(struct loopq_item *it)
+{
+	struct accept_msg *m = LOOPQ_CONTAINER(it, struct accept_msg, done_item);
+	m->cb(m, m->cb_arg);
+}
+
 /* Hand a finished message back to its loop. Called from any thread. */
 static void finish(struct accept_msg *m)
 {
-	struct accept_doneq *q = m->doneq;
-	pthread_mutex_lock(&q->mu);
-	m->next = NULL;
-	bool was_empty = q->head == NULL;
-	if (q->tail)
-		q->tail->next = m;
-	else
-		q->head = m;
-	q->tail = m;
-	pthread_mutex_unlock(&q->mu);
-	if (was_empty)
-		event_active(q->ev, EV_READ, 0);
-}
-
-/* On the loop: run the callbacks of every finished message. */
-static void doneq_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct accept_doneq *q = arg;
-	pthread_mutex_lock(&q->mu);
-	struct accept_msg *m = q->head;
-	q->head = q->tail = NULL;
-	pthread_mutex_unlock(&q->mu);
-	while (m) {
-		struct accept_msg *next = m->next;
-		m->next = NULL;
-		m->cb(m, m->cb_arg);
-		m = next;
-	}
-}
-
-int accept_doneq_init(struct accept_doneq *q, struct event_base *base)
-{
-	pthread_mutex_init(&q->mu, NULL);
-	q->head = q->tail = NULL;
-	q->ev = event_new(base, -1, EV_PERSIST, doneq_cb, q);
-	return q->ev ? 0 : -1;
-}
-
-void accept_doneq_free(struct accept_doneq *q)
-{
-	if (q->ev)
-		event_free(q->ev);
-	q->ev = NULL;
-	pthread_mutex_destroy(&q->mu);
+	m->done_item.fn = done_on_loop;
+	loopq_post(m->doneq, &m->done_item);
 }
 
 static void *sync_main(void *arg)
@@ -403,7 +366,7 @@ bool accept_set_envelope(struct accept_msg *m, const char *mail_from, char *cons
 	return true;
 }
 
-void accept_commit(struct accept_ctx *ctx, struct accept_msg *m, struct accept_doneq *doneq,
+void accept_commit(struct accept_ctx *ctx, struct accept_msg *m, struct loopq *doneq,
     accept_cb cb, void *arg)
 {
 	m->doneq = doneq;

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/loopq.h"
 #include "core/util.h"
 
 struct event_base;
@@ -33,13 +34,6 @@ struct event;
 struct store;
 struct accept_ctx;
 struct accept_msg;
-
-/* Where finished commits are handed back to one event loop. */
-struct accept_doneq {
-	pthread_mutex_t mu;
-	struct accept_msg *head, *tail;
-	struct event *ev; /* activated from other threads; runs on the loop */
-};
 
 typedef void (*accept_cb)(struct accept_msg *m, void *arg);
 
@@ -64,7 +58,8 @@ struct accept_msg {
 	/* outcome, valid in the callback: 0 = durable, else a STORE_* code or -errno */
 	int rc;
 	/* completion */
-	struct accept_doneq *doneq;
+	struct loopq *doneq;
+	struct loopq_item done_item;
 	accept_cb cb;
 	void *cb_arg;
 	struct accept_msg *next;
@@ -74,10 +69,6 @@ struct accept_msg {
 struct accept_ctx *accept_start(const char *data_dir, unsigned sync_threads, struct buf *err);
 /* Finish pending commits, stop the threads, close the store. */
 void accept_stop(struct accept_ctx *ctx);
-
-/* Initialise a done-queue bound to base (call on the loop's thread). */
-int accept_doneq_init(struct accept_doneq *q, struct event_base *base);
-void accept_doneq_free(struct accept_doneq *q);
 
 /* Begin a message: new queue id, blob file created (O_EXCL, 0600). NULL on
  * failure with errno set. st is the caller's store connection (for paths). */
@@ -90,7 +81,7 @@ void accept_write(struct accept_msg *m, const void *p, size_t n);
 bool accept_set_envelope(struct accept_msg *m, const char *mail_from, char *const *users,
     size_t nusers, char *const *remote, size_t nremote);
 /* Hand over for the durable commit; cb(m, arg) runs on doneq's loop. */
-void accept_commit(struct accept_ctx *ctx, struct accept_msg *m, struct accept_doneq *doneq,
+void accept_commit(struct accept_ctx *ctx, struct accept_msg *m, struct loopq *doneq,
     accept_cb cb, void *arg);
 /* Drop a message that will not be committed (file removed). NULL ok. */
 void accept_abort(struct accept_msg *m);

@@ -189,7 +189,7 @@ static int worker_init(struct server *srv, struct worker *w, unsigned index, str
 	w->store = store_open(srv->cfg->data_dir, err);
 	if (w->store == NULL)
 		return -1;
-	if (accept_doneq_init(&w->doneq, w->base) < 0) {
+	if (loopq_init(&w->doneq, w->base) < 0) {
 		buf_puts(err, "cannot create an event");
 		return -1;
 	}

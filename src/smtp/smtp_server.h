@@ -35,7 +35,7 @@ struct worker {
 	struct store *store;       /* this thread's connection */
 	const struct config *cfg;
 	struct server *server;
-	struct accept_doneq doneq; /* commits finished for this loop */
+	struct loopq doneq;        /* work finished by helper threads for this loop */
 	struct event *inbox_ev;    /* new connections handed over */
 	pthread_mutex_t inbox_mu;
 	struct worker_conn *inbox;

@@ -1,0 +1,49 @@
+/*
+ * tls.h - TLS for the listeners (OpenSSL 3): the server's certificate and
+ * key, one SSL_CTX shared by every thread, re-read on SIGHUP without
+ * dropping sessions, session resumption by session ids and tickets, and the
+ * self-signed certificate that `quickstart --dev` creates.
+ *
+ * Policy: TLS 1.2 and 1.3 only; OpenSSL's default cipher lists (forward
+ * secrecy, AEAD first); the server's cipher preference; no compression, no
+ * renegotiation. A session keeps the context it started with (SSL_new takes
+ * a reference), so a reload only affects new handshakes.
+ */
+#ifndef DAKIYA_TLS_H
+#define DAKIYA_TLS_H
+
+#include <stdbool.h>
+
+#include <openssl/ssl.h>
+
+#include "core/buf.h"
+
+struct tls_server;
+
+/* Load the certificate chain (PEM: leaf first, then intermediates) and the
+ * private key; check that they match. NULL with the reason in err (naming the
+ * file and what to do). */
+struct tls_server *tls_server_new(const char *cert_file, const char *key_file, struct buf *err);
+void tls_server_free(struct tls_server *t); /* accepts NULL */
+/* Re-read the same files. On error the old certificate stays in use and -1
+ * is returned with the reason in err. Thread-safe. */
+int tls_server_reload(struct tls_server *t, struct buf *err);
+/* A new server-side SSL for one connection, on the current context.
+ * Thread-safe. NULL on error (out of memory). */
+SSL *tls_server_ssl(struct tls_server *t);
+
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384 256" style facts of an established
+ * connection, for logs and the Received: header:
+ * out gets "version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 bits=256 resumed=no". */
+void tls_describe(SSL *ssl, struct buf *out);
+/* The RFC 8314 style comment for Received:, e.g.
+ * "version=TLS1_3 cipher=TLS_AES_256_GCM_SHA384 bits=256/256". */
+void tls_received_comment(SSL *ssl, struct buf *out);
+
+/* Create a self-signed certificate for hostname (RSA 2048, SHA-256, SAN
+ * DNS:hostname, valid for days), written as PEM to cert_file (0644) and
+ * key_file (0600), never overwriting existing files. 0, or -1 with err. */
+int tls_make_self_signed(const char *hostname, const char *cert_file, const char *key_file,
+    unsigned days, struct buf *err);
+
+#endif
