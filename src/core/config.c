@@ -79,6 +79,8 @@ static const struct int_range {
     {"limits", "messages_per_session", 1, 10000000},
     {"limits", "header_size", 1024, 1L << 30},
     {"delivery", "port", 1, 65535},
+    {"submission", "user_messages_per_hour", 1, 10000000},
+    {"submission", "user_recipients_per_hour", 1, 100000000},
 };
 
 static const char *const families[] = {"any", "ipv4", "ipv6", "prefer-ipv4", "prefer-ipv6"};
@@ -421,6 +423,12 @@ static cfg_t *config_schema(void)
 		CFG_STR("source", "", CFGF_NONE),
 		CFG_STR("family", "any", CFGF_NONE),
 		CFG_END()};
+	static cfg_opt_t submission_opts[] = {
+		CFG_BOOL("plain_auth_loopback", cfg_false, CFGF_NONE),
+		CFG_BOOL("received_login", cfg_false, CFGF_NONE),
+		CFG_INT("user_messages_per_hour", 500, CFGF_NONE),
+		CFG_INT("user_recipients_per_hour", 2000, CFGF_NONE),
+		CFG_END()};
 	static cfg_opt_t opts[] = {
 		CFG_STR("hostname", "", CFGF_NONE),
 		CFG_STR("data_dir", "/var/lib/dakiya", CFGF_NONE),
@@ -433,6 +441,7 @@ static cfg_t *config_schema(void)
 		CFG_SEC("limits", limits_opts, CFGF_NONE),
 		CFG_SEC("tls", tls_opts, CFGF_NONE),
 		CFG_SEC("delivery", delivery_opts, CFGF_NONE),
+		CFG_SEC("submission", submission_opts, CFGF_NONE),
 		CFG_END()};
 	/* clang-format on */
 
@@ -598,6 +607,12 @@ static void fill_from_cfg(struct config *cfg, cfg_t *c, const char *base_dir)
 		cfg->delivery.port = cfg->dev ? 2525 : 25;
 	cfg->delivery.source = xstrdup(cfg_getstr(d, "source"));
 	cfg->delivery.family = xstrdup(cfg_getstr(d, "family"));
+
+	cfg_t *sub = cfg_getsec(c, "submission");
+	cfg->submission.plain_auth_loopback = cfg_getbool(sub, "plain_auth_loopback");
+	cfg->submission.received_login = cfg_getbool(sub, "received_login");
+	cfg->submission.user_messages_per_hour = getuint(sub, "user_messages_per_hour");
+	cfg->submission.user_recipients_per_hour = getuint(sub, "user_recipients_per_hour");
 }
 
 void config_defaults(struct config *cfg)

@@ -74,6 +74,12 @@ struct config {
 		char *source;   /* local address for outbound connections, "" = any */
 		char *family;   /* "any", "ipv4", "ipv6", "prefer-ipv4", "prefer-ipv6" */
 	} delivery;
+	struct {
+		bool plain_auth_loopback;  /* offer AUTH without TLS to loopback clients (tests only) */
+		bool received_login;       /* name the login in Received: (off: privacy) */
+		unsigned user_messages_per_hour;   /* per authenticated user; default 500 */
+		unsigned user_recipients_per_hour; /* per authenticated user; default 2000 */
+	} submission;
 };
 
 /* Parse path into cfg (which it initialises). On error returns -1 and puts a
