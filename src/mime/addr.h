@@ -11,6 +11,10 @@
  *
  * The input is one header field's value, unfolded or not (CRLF followed by
  * WSP is whitespace). No I/O, no globals; the output is malloc'ed.
+ * Comments carry no meaning and are dropped ("a@b (Name)" has display "").
+ * Non-ASCII bytes must be valid UTF-8 and control characters other than TAB
+ * are refused, so output fields never hold CR, LF or NUL. addr.c lists the
+ * obsolete forms accepted beyond these.
  */
 #ifndef DAKIYA_MIME_ADDR_H
 #define DAKIYA_MIME_ADDR_H
@@ -43,5 +47,13 @@ enum mime_addr_rc {
  * address. On error out is empty. */
 enum mime_addr_rc mime_addr_list_parse(const char *s, size_t len, struct mime_addr_list *out);
 void mime_addr_list_free(struct mime_addr_list *l); /* NULL ok */
+
+struct buf;
+/* Append l as an address-list field value to out (no folding): display names
+ * and group names as atoms when they are atoms separated by single spaces,
+ * else quoted; local parts as dot-atoms or quoted. Parsing the result gives
+ * the same addresses back. False if a field cannot be written (control
+ * characters, bad UTF-8, an empty or malformed domain) or out failed. */
+bool mime_addr_list_render(const struct mime_addr_list *l, struct buf *out);
 
 #endif
