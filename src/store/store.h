@@ -75,6 +75,17 @@ int store_alias_del(struct store *st, const char *address, const char *target);
 int store_alias_list(struct store *st, const char *domain,
     void (*cb)(void *arg, const char *address, const char *target), void *arg);
 
+/* ---- sender ownership (submission) ---- */
+/* Whether the user (an existing user's address) may send as address:
+ * STORE_OK if address is the user's own address or an alias one of whose
+ * DIRECT targets is the user. Case-insensitive. "local+tag@domain" counts
+ * as "local@domain" when local+tag itself is neither a user nor an alias
+ * (the order store_resolve_rcpt uses). A catch-all alias owns nothing, and
+ * nor do targets reached only through further aliases. STORE_NOTFOUND
+ * otherwise (also when user is not a user, or address is not in a local
+ * domain); STORE_INVALID for a malformed address (also "" for <>). */
+int store_user_owns(struct store *st, const char *user, const char *address);
+
 /* ---- recipients ---- */
 #define STORE_RCPT_MAX_TARGETS 64
 struct store_rcpt {

@@ -1155,6 +1155,80 @@ int store_resolve_rcpt(
 	return ret;
 }
 
+/* ---- sender ownership ---- */
+
+/* Who gets mail for local@did at its first step (user first, then alias):
+ * *decided is set if local is a user or an alias, and the result says
+ * whether user (canonical "local@domain") is that user or a direct target. */
+static int owns_local(struct store *st, int64_t did, const char *local, const char *domain,
+    const char *user, bool *decided)
+{
+	char canon[ADDR_LOCAL_MAX + 1], addr[ADDR_LOCAL_MAX + ADDR_DOMAIN_MAX + 2];
+	*decided = false;
+	int ret = user_find(st, did, local, canon, sizeof canon);
+	if (ret == STORE_OK) {
+		*decided = true;
+		snprintf(addr, sizeof addr, "%s@%s", canon, domain);
+		return util_streq_ci(addr, user) ? STORE_OK : STORE_NOTFOUND;
+	}
+	if (ret != STORE_NOTFOUND)
+		return ret;
+	char **targets;
+	if ((ret = alias_targets(st, did, local, &targets)) != STORE_OK)
+		return ret;
+	*decided = true;
+	ret = STORE_NOTFOUND;
+	for (size_t i = 0; targets[i] != NULL; i++) {
+		if (util_streq_ci(targets[i], user))
+			ret = STORE_OK;
+		free(targets[i]);
+	}
+	free(targets);
+	return ret;
+}
+
+static int user_owns(struct store *st, const struct addr *u, const struct addr *a)
+{
+	int64_t did;
+	char canon[ADDR_LOCAL_MAX + 1], user[ADDR_LOCAL_MAX + ADDR_DOMAIN_MAX + 2];
+	int ret = domain_id(st, u->domain, &did);
+	if (ret == STORE_OK)
+		ret = user_find(st, did, u->local, canon, sizeof canon);
+	if (ret != STORE_OK)
+		return ret;
+	snprintf(user, sizeof user, "%s@%s", canon, u->domain);
+	if ((ret = domain_id(st, a->domain, &did)) != STORE_OK)
+		return ret;
+	bool decided;
+	ret = owns_local(st, did, a->local, a->domain, user, &decided);
+	if (decided || ret != STORE_NOTFOUND)
+		return ret;
+	const char *plus = strchr(a->local, '+');
+	if (plus == NULL || plus == a->local)
+		return STORE_NOTFOUND;
+	char base[ADDR_LOCAL_MAX + 1];
+	snprintf(base, sizeof base, "%.*s", (int)(plus - a->local), a->local);
+	return owns_local(st, did, base, a->domain, user, &decided);
+}
+
+int store_user_owns(struct store *st, const char *user, const char *address)
+{
+	struct addr u, a;
+	if (!addr_parse(user, &u, false) || !addr_parse(address, &a, false))
+		return STORE_INVALID;
+	/* one read transaction, as in store_resolve_rcpt */
+	bool tx = sqlite3_get_autocommit(st->db);
+	if (tx && q_simple(st, Q_BEGIN_READ, "begin") != STORE_OK)
+		return STORE_ERR;
+	int ret = user_owns(st, &u, &a);
+	if (tx && q_simple(st, Q_COMMIT, "commit") != STORE_OK) {
+		tx_rollback(st);
+		if (ret == STORE_OK || ret == STORE_NOTFOUND)
+			ret = STORE_ERR;
+	}
+	return ret;
+}
+
 /* ---- blobs ---- */
 
 static int blob_dir(struct store *st, const char *id, struct buf *dir, bool create)

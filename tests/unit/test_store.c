@@ -455,6 +455,81 @@ static void test_resolve(void **state)
 	assert_resolves(f, "carol", "b.test", "carol@b.test");
 }
 
+/* store_user_owns: own address, +tag, aliases with the user as a direct
+ * target; never a catch-all, an indirect target or someone else's address. */
+static void test_user_owns(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = f->st;
+	setup_example(f);
+	assert_int_equal(store_domain_add(st, "b.test"), STORE_OK);
+	assert_int_equal(store_user_add(st, "carol@b.test", HASH), STORE_OK);
+	static const char *const alice = "alice@example.com";
+
+	/* own address, any case, with a +tag */
+	assert_int_equal(store_user_owns(st, alice, "alice@example.com"), STORE_OK);
+	assert_int_equal(store_user_owns(st, alice, "ALICE@Example.COM"), STORE_OK);
+	assert_int_equal(store_user_owns(st, "ALICE@EXAMPLE.COM", "Alice@example.com"), STORE_OK);
+	assert_int_equal(store_user_owns(st, alice, "alice+lists@example.com"), STORE_OK);
+	assert_int_equal(store_user_owns(st, alice, "Alice+a+b@EXAMPLE.com"), STORE_OK);
+	/* someone else's, nobody's, not ours */
+	assert_int_equal(store_user_owns(st, alice, "bob@example.com"), STORE_NOTFOUND);
+	assert_int_equal(store_user_owns(st, alice, "bob+x@example.com"), STORE_NOTFOUND);
+	assert_int_equal(store_user_owns(st, alice, "alicex@example.com"), STORE_NOTFOUND);
+	assert_int_equal(store_user_owns(st, alice, "nobody@example.com"), STORE_NOTFOUND);
+	assert_int_equal(store_user_owns(st, alice, "+x@example.com"), STORE_NOTFOUND);
+	assert_int_equal(store_user_owns(st, alice, "alice@b.test"), STORE_NOTFOUND);
+	assert_int_equal(store_user_owns(st, alice, "alice@remote.test"), STORE_NOTFOUND);
+	assert_int_equal(store_user_owns(st, "carol@b.test", "alice@example.com"), STORE_NOTFOUND);
+	/* the user must exist */
+	assert_int_equal(store_user_owns(st, "zed@example.com", "zed@example.com"), STORE_NOTFOUND);
+	assert_int_equal(store_user_owns(st, "a@remote.test", "a@remote.test"), STORE_NOTFOUND);
+	/* malformed input */
+	assert_int_equal(store_user_owns(st, alice, ""), STORE_INVALID);
+	assert_int_equal(store_user_owns(st, alice, "alice"), STORE_INVALID);
+	assert_int_equal(store_user_owns(st, alice, "@example.com"), STORE_INVALID);
+	assert_int_equal(store_user_owns(st, alice, NULL), STORE_INVALID);
+	assert_int_equal(store_user_owns(st, NULL, alice), STORE_INVALID);
+	assert_int_equal(store_user_owns(st, "alice", alice), STORE_INVALID);
+
+	/* an alias with the user among its direct targets, also with a +tag */
+	assert_int_equal(store_alias_add(st, "Sales@example.com", "bob@example.com"), STORE_OK);
+	assert_int_equal(store_alias_add(st, "sales@example.com", "ALICE@example.com"), STORE_OK);
+	assert_int_equal(store_alias_add(st, "sales@example.com", "x@remote.test"), STORE_OK);
+	assert_int_equal(store_user_owns(st, alice, "sales@example.com"), STORE_OK);
+	assert_int_equal(store_user_owns(st, alice, "SALES@EXAMPLE.COM"), STORE_OK);
+	assert_int_equal(store_user_owns(st, alice, "sales+q3@example.com"), STORE_OK);
+	assert_int_equal(store_user_owns(st, "bob@example.com", "sales@example.com"), STORE_OK);
+	assert_int_equal(store_user_owns(st, "carol@b.test", "sales@example.com"), STORE_NOTFOUND);
+	/* an alias in another domain pointing at the user */
+	assert_int_equal(store_alias_add(st, "ali@b.test", "alice@example.com"), STORE_OK);
+	assert_int_equal(store_user_owns(st, alice, "ali@b.test"), STORE_OK);
+	assert_int_equal(store_user_owns(st, "carol@b.test", "ali@b.test"), STORE_NOTFOUND);
+	/* an indirect target does not own: outer -> sales -> alice */
+	assert_int_equal(store_alias_add(st, "outer@example.com", "sales@example.com"), STORE_OK);
+	assert_int_equal(store_user_owns(st, alice, "outer@example.com"), STORE_NOTFOUND);
+	/* a catch-all owns nothing, even when it points at the user */
+	assert_int_equal(store_alias_add(st, "@example.com", "alice@example.com"), STORE_OK);
+	assert_int_equal(store_user_owns(st, alice, "random@example.com"), STORE_NOTFOUND);
+	assert_int_equal(store_user_owns(st, alice, "random+x@example.com"), STORE_NOTFOUND);
+	assert_int_equal(store_user_owns(st, alice, "alice@example.com"), STORE_OK);
+	/* an exact alias with a '+' decides before the tag rule, as in delivery */
+	assert_int_equal(
+	    store_alias_add(st, "alice+spam@example.com", "bob@example.com"), STORE_OK);
+	assert_int_equal(store_user_owns(st, alice, "alice+spam@example.com"), STORE_NOTFOUND);
+	assert_int_equal(
+	    store_user_owns(st, "bob@example.com", "alice+spam@example.com"), STORE_OK);
+	assert_int_equal(
+	    store_user_owns(st, "bob@example.com", "sales+spam@example.com"), STORE_OK);
+	/* a user decides before an alias of the same name */
+	assert_int_equal(store_alias_add(st, "bob@example.com", "alice@example.com"), STORE_OK);
+	assert_int_equal(store_user_owns(st, alice, "bob@example.com"), STORE_NOTFOUND);
+	/* removing the alias target removes the right */
+	assert_int_equal(store_alias_del(st, "sales@example.com", "alice@example.com"), STORE_OK);
+	assert_int_equal(store_user_owns(st, alice, "sales@example.com"), STORE_NOTFOUND);
+	assert_int_equal(store_user_owns(st, "bob@example.com", "sales@example.com"), STORE_OK);
+}
+
 static void test_resolve_limits(void **state)
 {
 	struct fx *f = *state;
@@ -834,6 +909,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reentrant_callbacks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_user_owns, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
