@@ -2,14 +2,17 @@
  * cmd_quickstart.c - dakiya quickstart: a working instance in one command.
  *
  * Writes DIR/dakiya.conf, creates the store in DIR/data with the domain and
- * the user postmaster@DOMAIN (random password, printed once), and prints
- * what to do next.
+ * the user postmaster@DOMAIN (random password, printed once), with --dev a
+ * self-signed TLS certificate in DIR/tls (or uses --cert/--key, checked
+ * before anything is written), and prints what to do next.
  *
  * It never overwrites: if DIR/dakiya.conf or a store in DIR/data exists it
  * stops before changing anything. The configuration is written to a
  * temporary file, loaded back with config_load() (so what we write is what
  * the server will read), and moved into place with link(2), which fails if
  * the name appeared meanwhile. Only then is the setup reported as done.
+ * A certificate and key that quickstart made are removed again if it fails
+ * later; the private key is created 0600 and never overwritten.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +28,7 @@
 #include "cli/cli.h"
 #include "cli/json.h"
 #include "core/log.h"
+#include "core/tls.h"
 #include "core/util.h"
 #include "store/store.h"
 
@@ -34,12 +38,15 @@ const char cli_help_quickstart[] =
     "\n"
     "SYNOPSIS\n"
     "    dakiya quickstart --domain DOMAIN [--dir DIR] [--dev] [--hostname HOST]\n"
-    "                      [--listen IP] [--resolver system|IP@PORT] [--json]\n"
+    "                      [--listen IP] [--resolver system|IP@PORT]\n"
+    "                      [--cert FILE --key FILE] [--json]\n"
     "\n"
     "DESCRIPTION\n"
     "    Creates the directory DIR with\n"
     "      DIR/dakiya.conf   a commented configuration file (data_dir = DIR/data)\n"
     "      DIR/data/         the store: database and message files\n"
+    "      DIR/tls/          with --dev: cert.pem, a self-signed certificate for the\n"
+    "                        host name (825 days), and key.pem, its key (mode 0600)\n"
     "    adds DOMAIN to the store, creates the user postmaster@DOMAIN with a random\n"
     "    password, prints that password (only this once) and the next steps.\n"
     "\n"
@@ -53,8 +60,15 @@ const char cli_help_quickstart[] =
     "    to port 2525 from that address, so several development instances on\n"
     "    different loopback addresses deliver to each other.\n"
     "\n"
-    "    Not done yet (later versions): the TLS certificate and DKIM keys, and the DNS\n"
-    "    records to publish; the configuration file marks where they will go.\n"
+    "    TLS: --cert and --key name a certificate chain and key you already have\n"
+    "    (e.g. certbot's fullchain.pem and privkey.pem); they are checked and written\n"
+    "    into the configuration. Without them, --dev makes a self-signed certificate,\n"
+    "    and production mode leaves the tls section commented out with instructions:\n"
+    "    until it is set there is no STARTTLS, no implicit TLS and no AUTH. See\n"
+    "    docs/tls.md.\n"
+    "\n"
+    "    Not done yet (later versions): DKIM keys and the DNS records to publish; the\n"
+    "    configuration file marks where they will go.\n"
     "\n"
     "OPTIONS\n"
     "    --domain DOMAIN      the first mail domain (required)\n"
@@ -68,9 +82,12 @@ const char cli_help_quickstart[] =
     "                         else 0.0.0.0); an IPv6 address works too\n"
     "    --resolver R         \"system\" (default: /etc/resolv.conf) or a forwarder\n"
     "                         IP@PORT, e.g. 127.0.0.53@5353\n"
+    "    --cert FILE          PEM certificate chain (server certificate first) to use\n"
+    "    --key FILE           its PEM private key (unencrypted); give both or neither\n"
     "    --json               print the result as one JSON object: {\"config\",\n"
     "                         \"data_dir\",\"domain\",\"hostname\",\"dev\",\"postmaster\",\n"
-    "                         \"password\"}\n"
+    "                         \"password\",\"tls_cert\",\"tls_key\",\"tls_self_signed\"}\n"
+    "                         (tls_cert and tls_key are null when TLS is not set up)\n"
     "    -h, --help           print this manual\n"
     "\n"
     "    -c FILE is ignored here: the configuration is always DIR/dakiya.conf.\n"
@@ -88,6 +105,15 @@ struct qs_opts {
 	const char *hostname;
 	const char *listen;
 	const char *resolver;
+	const char *cert; /* --cert, --key: an existing certificate chain and key */
+	const char *key;
+};
+
+/* Where the configuration's TLS files are, if anywhere. */
+struct qs_tls {
+	const char *cert; /* absolute paths, or NULL: no TLS configured */
+	const char *key;
+	bool self_signed; /* quickstart made them in DIR/tls */
 };
 
 /* An IP literal (v4 or v6) for --listen. */
@@ -196,9 +222,51 @@ static void conf_limit(struct buf *b, const char *name, uint64_t value, const ch
 	buf_printf(b, "\t%-32s# %s\n", line, comment);
 }
 
+/* The tls section: the files in use, or (none yet) commented out with the
+ * way to a real certificate. */
+static void conf_tls(struct buf *b, const char *hostname, const struct qs_tls *tls)
+{
+	buf_puts(b, "# TLS: STARTTLS on smtp, submission, imap and pop3, and the implicit-TLS\n"
+	            "# listeners (submissions, imaps, pop3s). AUTH is offered only over TLS.\n"
+	            "# The files are read at start-up and again on 'kill -HUP <pid of dakiya\n"
+	            "# serve>' (sessions in progress keep going); after the server has switched\n"
+	            "# to 'user', that user must be able to read them. See docs/tls.md.\n");
+	if (tls->cert != NULL) {
+		if (tls->self_signed)
+			buf_printf(b,
+			    "# quickstart --dev made a self-signed certificate for %s (825\n"
+			    "# days): clients warn about it unless told to trust cert.pem. For a\n"
+			    "# real one (e.g. Let's Encrypt), point cert at its fullchain.pem and\n"
+			    "# key at its privkey.pem.\n",
+			    hostname);
+		buf_puts(b, "tls {\n\t# PEM certificate chain, server certificate first\n"
+		            "\tcert = ");
+		conf_str(b, tls->cert);
+		buf_puts(b, "\n\t# its PEM private key (unencrypted, mode 0600 or 0640)\n"
+		            "\tkey = ");
+		conf_str(b, tls->key);
+		buf_puts(b, "\n}\n\n");
+		return;
+	}
+	buf_printf(b,
+	    "# NOT SET UP YET: without it there is no STARTTLS, no implicit-TLS\n"
+	    "# listener and no AUTH, and other servers send you mail in plain text.\n"
+	    "# Get a certificate for %s, e.g. from Let's Encrypt:\n"
+	    "#   certbot certonly --standalone -d %s \\\n"
+	    "#     --deploy-hook 'pkill -HUP -f \"dakiya serve\"'\n"
+	    "# then uncomment these lines (fullchain.pem is the certificate chain,\n"
+	    "# privkey.pem its key) and restart dakiya serve. The deploy hook makes\n"
+	    "# dakiya re-read the files after each renewal.\n"
+	    "#tls {\n"
+	    "#\tcert = \"/etc/letsencrypt/live/%s/fullchain.pem\"\n"
+	    "#\tkey = \"/etc/letsencrypt/live/%s/privkey.pem\"\n"
+	    "#}\n\n",
+	    hostname, hostname, hostname, hostname);
+}
+
 /* The text of dakiya.conf. */
 static void conf_text(struct buf *b, const struct qs_opts *o, const char *hostname,
-    const char *data_dir, const char *listen_ip, bool v6, const char *dir)
+    const char *data_dir, const char *listen_ip, bool v6, const struct qs_tls *tls)
 {
 	struct config d;
 	config_defaults(&d);
@@ -281,18 +349,11 @@ static void conf_text(struct buf *b, const struct qs_opts *o, const char *hostna
 	conf_limit(b, "header_size", d.limits.header_size, "bytes of the header section");
 	buf_puts(b, "}\n\n");
 
+	conf_tls(b, hostname, tls);
 	buf_printf(b,
-	    "tls {\n"
-	    "\t# TODO(tls): quickstart does not create a certificate yet; a later version\n"
-	    "\t# will write %s/tls/cert.pem and key.pem here (self-signed with --dev).\n"
-	    "\t# Until then, point these at a PEM certificate chain and its key. Without\n"
-	    "\t# them there is no STARTTLS, no implicit-TLS listener, and no AUTH.\n"
-	    "\tcert = \"\"\n"
-	    "\tkey = \"\"\n"
-	    "}\n\n"
 	    "# TODO(dkim): quickstart does not create DKIM keys yet; a later version will\n"
 	    "# ('dakiya dkim keygen %s') and print the DNS records to publish.\n\n",
-	    dir, o->domain);
+	    o->domain);
 
 	buf_puts(b, "# Outbound delivery to other domains' MX hosts.\n"
 	            "delivery {\n");
@@ -329,7 +390,7 @@ static int write_new_file(const char *path, const struct buf *text)
 
 static void print_result(struct cli *cli, const struct qs_opts *o, const char *conf,
     const char *data_dir, const char *hostname, const char *listen_ip, bool v6,
-    const char *postmaster, const char *password)
+    const char *postmaster, const char *password, const struct qs_tls *tls)
 {
 	struct buf out = BUF_INIT;
 	if (cli->json) {
@@ -350,6 +411,12 @@ static void print_result(struct cli *cli, const struct qs_opts *o, const char *c
 		json_string(&j, postmaster);
 		json_key(&j, "password");
 		json_string(&j, password);
+		json_key(&j, "tls_cert");
+		json_string(&j, tls->cert); /* NULL writes null */
+		json_key(&j, "tls_key");
+		json_string(&j, tls->key);
+		json_key(&j, "tls_self_signed");
+		json_bool(&j, tls->self_signed);
 		json_object_end(&j);
 		buf_putc(&out, '\n');
 		cli_print_buf(&out);
@@ -373,6 +440,7 @@ static void print_result(struct cli *cli, const struct qs_opts *o, const char *c
 	    "  hostname       %s\n"
 	    "  user           postmaster@%s\n"
 	    "  password       %s\n"
+	    "  tls            %s%s\n"
 	    "\n"
 	    "The password is shown only this once; change it any time with\n"
 	    "  dakiya -c %s user passwd postmaster@%s\n"
@@ -389,8 +457,9 @@ static void print_result(struct cli *cli, const struct qs_opts *o, const char *c
 	    "       dakiya -c %s mailbox list postmaster@%s\n"
 	    "     (this version is the MX; submission, IMAP and POP3 come in later versions)\n",
 	    o->domain, o->dev ? " (development mode)" : "", conf, data_dir, hostname, o->domain,
-	    password, conf, o->domain, conf, conf, o->domain, o->domain, o->domain, host,
-	    o->dev ? 2525u : 25u, o->domain, conf, o->domain);
+	    password, tls->cert != NULL ? tls->cert : "not set up (see below)",
+	    tls->self_signed ? " (self-signed)" : "", conf, o->domain, conf, conf, o->domain,
+	    o->domain, o->domain, host, o->dev ? 2525u : 25u, o->domain, conf, o->domain);
 	if (o->dev)
 		buf_printf(&out,
 		    "  4. Other development instances deliver to this one at %s:2525; this\n"
@@ -401,10 +470,21 @@ static void print_result(struct cli *cli, const struct qs_opts *o, const char *c
 		    "  4. Publish DNS records: an MX for %s pointing to %s, and A/AAAA\n"
 		    "     records for %s.\n",
 		    o->domain, hostname, hostname);
+	if (tls->cert == NULL)
+		buf_printf(&out,
+		    "\nTLS is not set up: until it is, clients cannot use TLS or log in (AUTH\n"
+		    "needs TLS). Get a certificate for %s (e.g. certbot) and set the tls\n"
+		    "section of %s; see docs/tls.md.\n",
+		    hostname, conf);
+	else if (tls->self_signed)
+		buf_printf(&out,
+		    "\nTLS uses a self-signed certificate for %s (%s):\n"
+		    "clients warn about it unless told to trust that file. Look at it with\n"
+		    "  openssl x509 -in %s -noout -text\n",
+		    hostname, tls->cert, tls->cert);
 	buf_puts(&out,
-	    "\nNot done yet (later versions): the TLS certificate, DKIM keys and the DNS\n"
-	    "records to publish; see the TODO notes in the configuration file. Until a\n"
-	    "certificate is configured, clients cannot use TLS or log in (AUTH needs TLS).\n");
+	    "\nNot done yet (later versions): DKIM keys and the DNS records to publish; see\n"
+	    "the TODO notes in the configuration file.\n");
 	cli_print_buf(&out);
 	cli_buf_wipe(&out);
 }
@@ -415,8 +495,11 @@ static int quickstart(struct cli *cli, struct qs_opts *o)
 	char *dir = NULL, *hostname = NULL;
 	struct buf conf = BUF_INIT, tmp = BUF_INIT, data = BUF_INIT, text = BUF_INIT;
 	struct buf pw = BUF_INIT, hash = BUF_INIT, err = BUF_INIT, addr = BUF_INIT;
+	struct buf tls_dir = BUF_INIT, tls_cert = BUF_INIT, tls_key = BUF_INIT;
+	char *given_cert = NULL, *given_key = NULL;
+	struct qs_tls tls = {NULL, NULL, false};
 	struct config cfg;
-	bool cfg_loaded = false, tmp_written = false;
+	bool cfg_loaded = false, tmp_written = false, tls_made = false;
 	struct store *st = NULL;
 
 	bool v6 = false;
@@ -491,6 +574,54 @@ static int quickstart(struct cli *cli, struct qs_opts *o)
 		goto out;
 	}
 
+	/* TLS: a given pair must load (and match) before anything is created */
+	if (o->cert != NULL) {
+		given_cert = absolute_dir(o->cert);
+		given_key = absolute_dir(o->key);
+		if (given_cert == NULL || given_key == NULL) {
+			cli_fail("cannot work out the certificate's path: %s", strerror(errno));
+			goto out;
+		}
+		const char *files[2][2] = {{"--cert", given_cert}, {"--key", given_key}};
+		for (int i = 0; i < 2; i++) {
+			int fd = open(files[i][1], O_RDONLY | O_CLOEXEC | O_NOCTTY);
+			if (fd < 0) {
+				cli_fail("cannot read %s %s: %s; give the file's path (quickstart "
+				         "reads it as the user running it)",
+				    files[i][0], files[i][1], strerror(errno));
+				goto out;
+			}
+			close(fd);
+		}
+		struct tls_server *t = tls_server_new(given_cert, given_key, &err);
+		if (t == NULL) {
+			cli_fail("--cert/--key: %s", buf_cstr(&err));
+			goto out;
+		}
+		tls_server_free(t);
+		tls.cert = given_cert;
+		tls.key = given_key;
+	} else if (o->dev) {
+		const char *d = strcmp(dir, "/") == 0 ? "" : dir;
+		buf_printf(&tls_dir, "%s/tls", d);
+		buf_printf(&tls_cert, "%s/tls/cert.pem", d);
+		buf_printf(&tls_key, "%s/tls/key.pem", d);
+		if (buf_err(&tls_dir) || buf_err(&tls_cert) || buf_err(&tls_key)) {
+			cli_fail("out of memory");
+			goto out;
+		}
+		const char *exists = lstat(buf_cstr(&tls_cert), &sb) == 0  ? buf_cstr(&tls_cert)
+		                     : lstat(buf_cstr(&tls_key), &sb) == 0 ? buf_cstr(&tls_key)
+		                                                           : NULL;
+		if (exists != NULL) {
+			cli_fail("%s already exists and quickstart never overwrites a key or "
+			         "certificate; remove %s to start over, or pass it with --cert "
+			         "and --key",
+			    exists, buf_cstr(&tls_dir));
+			goto out;
+		}
+	}
+
 	if (util_mkdir_p(dir, 0750) != 0) {
 		cli_fail(
 		    "cannot create %s: %s; choose a --dir you may write to", dir, strerror(errno));
@@ -502,8 +633,26 @@ static int quickstart(struct cli *cli, struct qs_opts *o)
 		goto out;
 	}
 
+	/* the self-signed certificate (--dev without --cert) */
+	if (o->dev && o->cert == NULL) {
+		if (util_mkdir_p(buf_cstr(&tls_dir), 0750) != 0) {
+			cli_fail("cannot create %s: %s; check the permissions of %s",
+			    buf_cstr(&tls_dir), strerror(errno), dir);
+			goto out;
+		}
+		if (tls_make_self_signed(
+		        hostname, buf_cstr(&tls_cert), buf_cstr(&tls_key), 825, &err) != 0) {
+			cli_fail("cannot make the TLS certificate: %s", buf_cstr(&err));
+			goto out;
+		}
+		tls_made = true;
+		tls.cert = buf_cstr(&tls_cert);
+		tls.key = buf_cstr(&tls_key);
+		tls.self_signed = true;
+	}
+
 	/* the configuration, checked by the loader the server uses */
-	conf_text(&text, o, hostname, buf_cstr(&data), listen_ip, v6, dir);
+	conf_text(&text, o, hostname, buf_cstr(&data), listen_ip, v6, &tls);
 	if (buf_err(&text)) {
 		cli_fail("out of memory");
 		goto out;
@@ -558,11 +707,16 @@ static int quickstart(struct cli *cli, struct qs_opts *o)
 	(void)util_fsync_dir(dir);
 
 	print_result(cli, o, buf_cstr(&conf), cfg.data_dir, hostname, listen_ip, v6,
-	    buf_cstr(&addr), buf_cstr(&pw));
+	    buf_cstr(&addr), buf_cstr(&pw), &tls);
 	rc = 0;
 out:
 	if (tmp_written)
 		unlink(buf_cstr(&tmp));
+	if (rc != 0 && tls_made) {
+		unlink(buf_cstr(&tls_key));
+		unlink(buf_cstr(&tls_cert));
+		rmdir(buf_cstr(&tls_dir)); /* only if empty */
+	}
 	store_close(st);
 	if (cfg_loaded)
 		config_free(&cfg);
@@ -574,6 +728,11 @@ out:
 	buf_free(&text);
 	buf_free(&err);
 	buf_free(&addr);
+	buf_free(&tls_dir);
+	buf_free(&tls_cert);
+	buf_free(&tls_key);
+	free(given_cert);
+	free(given_key);
 	cli_buf_wipe(&pw);
 	cli_buf_wipe(&hash);
 	return rc;
@@ -581,7 +740,7 @@ out:
 
 int cmd_quickstart(struct cli *cli, int argc, char **argv)
 {
-	enum { O_DOMAIN = 256, O_DIR, O_DEV, O_HOSTNAME, O_LISTEN, O_RESOLVER };
+	enum { O_DOMAIN = 256, O_DIR, O_DEV, O_HOSTNAME, O_LISTEN, O_RESOLVER, O_CERT, O_KEY };
 	static const struct option longopts[] = {
 	    {"help", no_argument, NULL, 'h'},
 	    {"domain", required_argument, NULL, O_DOMAIN},
@@ -590,6 +749,8 @@ int cmd_quickstart(struct cli *cli, int argc, char **argv)
 	    {"hostname", required_argument, NULL, O_HOSTNAME},
 	    {"listen", required_argument, NULL, O_LISTEN},
 	    {"resolver", required_argument, NULL, O_RESOLVER},
+	    {"cert", required_argument, NULL, O_CERT},
+	    {"key", required_argument, NULL, O_KEY},
 	    {NULL, 0, NULL, 0},
 	};
 	struct qs_opts o;
@@ -620,6 +781,12 @@ int cmd_quickstart(struct cli *cli, int argc, char **argv)
 		case O_RESOLVER:
 			o.resolver = optarg;
 			break;
+		case O_CERT:
+			o.cert = optarg;
+			break;
+		case O_KEY:
+			o.key = optarg;
+			break;
 		default:
 			return cli_option_error("quickstart", argv, c);
 		}
@@ -637,6 +804,11 @@ int cmd_quickstart(struct cli *cli, int argc, char **argv)
 		    domain);
 	if (o.dir != NULL && o.dir[0] == '\0')
 		return cli_fail("--dir is empty; give a directory such as /srv/dakiya");
+	if ((o.cert == NULL) != (o.key == NULL) || (o.cert != NULL && o.cert[0] == '\0') ||
+	    (o.key != NULL && o.key[0] == '\0'))
+		return cli_fail("--cert and --key go together: the certificate chain and its key, "
+		                "e.g. --cert /etc/letsencrypt/live/HOST/fullchain.pem --key "
+		                "/etc/letsencrypt/live/HOST/privkey.pem");
 	o.domain = strdup(domain);
 	if (o.domain == NULL)
 		return cli_fail("out of memory");

@@ -7,7 +7,11 @@
  * Policy: TLS 1.2 and 1.3 only; OpenSSL's default cipher lists (forward
  * secrecy, AEAD first); the server's cipher preference; no compression, no
  * renegotiation. A session keeps the context it started with (SSL_new takes
- * a reference), so a reload only affects new handshakes.
+ * a reference), so a reload only affects new handshakes; session ids and
+ * tickets issued before a reload still resume after it (see tls.c). A TCP
+ * close without close_notify reads as a plain end of file
+ * (SSL_OP_IGNORE_UNEXPECTED_EOF): SMTP, IMAP and POP3 frame their own data,
+ * so a truncation cannot pass for a complete command or message.
  */
 #ifndef DAKIYA_TLS_H
 #define DAKIYA_TLS_H
@@ -31,6 +35,21 @@ int tls_server_reload(struct tls_server *t, struct buf *err);
 /* A new server-side SSL for one connection, on the current context.
  * Thread-safe. NULL on error (out of memory). */
 SSL *tls_server_ssl(struct tls_server *t);
+/* Facts about the current certificate for a log line at start-up and after
+ * a reload: cert=/x/cert.pem subject="/CN=mail.example.com" expires_in_days=89
+ * (values escaped as log_escape() does).
+ * Thread-safe. */
+void tls_server_cert_info(struct tls_server *t, struct buf *out);
+
+/* Call on a connection whose handshake finished, just before freeing it,
+ * when it ends normally (QUIT answered, or the peer hung up between
+ * commands). It sends close_notify if the socket takes it (never blocks) and
+ * marks the SSL as shut down: OpenSSL's SSL_free() removes the session of an
+ * SSL that was not shut down from the cache, so without this call a later
+ * connection cannot resume by session id (libevent's bufferevent_openssl
+ * frees the SSL without shutting it down). Not after a TLS error or a
+ * timeout in the middle of a command. Accepts NULL. */
+void tls_shutdown(SSL *ssl);
 
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384 256" style facts of an established
  * connection, for logs and the Received: header:
