@@ -27,11 +27,12 @@ static const struct command commands[] = {
     {"user", cmd_user, cli_help_user},
     {"alias", cmd_alias, cli_help_alias},
     {"mailbox", cmd_mailbox, cli_help_mailbox},
+    {"queue", cmd_queue, cli_help_queue},
 };
 
 /* In the contract but not in this version yet: say so instead of "unknown". */
 static const char *const planned[] = {
-    "dkim", "dns", "mx", "queue", "check", "spf", "trace", "store", "sendmail"};
+    "dkim", "dns", "mx", "check", "spf", "trace", "store", "sendmail"};
 
 const char cli_help_main[] =
     "NAME\n"
@@ -63,6 +64,8 @@ const char cli_help_main[] =
     "                        addresses that forward to others; \"@DOMAIN\" catches all\n"
     "    mailbox list|show ADDRESS [--folder F] [UID]\n"
     "                        the messages in a user's folder, or one message's bytes\n"
+    "    queue list|show|retry|hold|release|delete [ID] [--all]\n"
+    "                        the messages waiting for other domains (not delivered yet)\n"
     "\n"
     "    Run 'dakiya COMMAND --help' (or 'dakiya help COMMAND') for its manual.\n"
     "\n"

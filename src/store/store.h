@@ -148,6 +148,50 @@ struct store_delivery {
  * return STORE_OK everything is durable (synchronous=FULL). */
 int store_deliver_batch(struct store *st, const struct store_delivery *d, size_t n);
 
+/* ---- the outbound queue (dakiya queue) ---- */
+/* A queue entry is one accepted message with remote recipients (queue and
+ * queue_rcpts rows; its body is blob "id"). Nothing in this section delivers;
+ * it is what the operator sees and changes. Admin changes are recorded as
+ * events (kinds "retry", "held", "released", "deleted", text "by=admin"). */
+struct store_queue_rcpt {
+	const char *rcpt;
+	const char *status; /* "pending", "sent" or "failed" */
+	int64_t attempts;
+	const char *last_reply; /* "" if none */
+};
+struct store_queue_entry {
+	const char *id;
+	const char *sender; /* envelope sender, "" for <> */
+	uint64_t size;
+	time_t created;
+	time_t next_attempt;
+	int64_t attempts;
+	const char *last_error; /* "" if none */
+	bool held;
+	const struct store_queue_rcpt *rcpts; /* every recipient, any status */
+	size_t nrcpts;
+};
+/* Every entry, oldest first (the pointers live only during the callback). */
+int store_queue_list(struct store *st,
+    void (*cb)(void *arg, const struct store_queue_entry *e), void *arg);
+/* One entry; STORE_NOTFOUND if there is none with that id. Its events are
+ * store_event_list(id). */
+int store_queue_get(struct store *st, const char *id,
+    void (*cb)(void *arg, const struct store_queue_entry *e), void *arg);
+/* Make entry id due now (next_attempt = min(next_attempt, now)); held stays
+ * held. id == NULL: every entry that is not held. *n (may be NULL) gets the
+ * number of entries changed. STORE_NOTFOUND if id is not queued. */
+int store_queue_retry(struct store *st, const char *id, size_t *n);
+/* Hold: the scheduler must skip the entry until released. Release: not held
+ * any more and due now. Both idempotent; STORE_NOTFOUND if id is not queued. */
+int store_queue_hold(struct store *st, const char *id);
+int store_queue_release(struct store *st, const char *id);
+/* Remove the entry and its recipients (no bounce is sent). Its blob row and
+ * file go too unless a mailbox message still uses them; if the process dies
+ * between the commit and the unlink, the file is left without a row, which
+ * `dakiya store check` reports. STORE_NOTFOUND if id is not queued. */
+int store_queue_delete(struct store *st, const char *id);
+
 /* ---- reading mailboxes ---- */
 enum store_flag {
 	STORE_FLAG_SEEN = 1,

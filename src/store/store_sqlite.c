@@ -81,6 +81,14 @@ enum stmt_id {
 	Q_MESSAGE_LIST,
 	Q_MESSAGE_BLOB,
 	Q_FOLDER_LIST,
+	Q_QUEUE_LIST,
+	Q_QUEUE_GET,
+	Q_QUEUE_RETRY,
+	Q_QUEUE_RETRY_ALL,
+	Q_QUEUE_HOLD,
+	Q_QUEUE_RELEASE,
+	Q_QUEUE_DELETE,
+	Q_BLOB_DEL_UNUSED,
 	Q__COUNT
 };
 
@@ -88,6 +96,11 @@ enum stmt_id {
 #define USER_BY_ADDR                                                                               \
 	"SELECT u.id FROM users u JOIN domains d ON d.id = u.domain_id"                            \
 	" WHERE u.local = ?1 AND d.name = ?2"
+
+/* the columns store_queue_list/get read, in queue_row()'s order */
+#define QUEUE_COLS                                                                                 \
+	"q.id, q.sender, q.size, q.created, q.next_attempt, q.attempts, q.last_error, q.held,"     \
+	" r.rcpt, r.status, r.attempts, r.last_reply"
 
 static const char *const stmt_sql[Q__COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
@@ -151,6 +164,21 @@ static const char *const stmt_sql[Q__COUNT] = {
     [Q_MESSAGE_BLOB] = "SELECT blob FROM messages WHERE mailbox_id = ?1 AND uid = ?2",
     [Q_FOLDER_LIST] = "SELECT name, special_use, uidvalidity, uidnext FROM mailboxes"
                       " WHERE user_id = (" USER_BY_ADDR ") ORDER BY id",
+    /* queue entries with their recipients, one row per recipient */
+    [Q_QUEUE_LIST] = "SELECT " QUEUE_COLS " FROM queue q LEFT JOIN queue_rcpts r"
+                     " ON r.queue_id = q.id ORDER BY q.created, q.id, r.id",
+    [Q_QUEUE_GET] = "SELECT " QUEUE_COLS " FROM queue q LEFT JOIN queue_rcpts r"
+                    " ON r.queue_id = q.id WHERE q.id = ?1 ORDER BY r.id",
+    [Q_QUEUE_RETRY] = "UPDATE queue SET next_attempt = min(next_attempt, ?2) WHERE id = ?1",
+    [Q_QUEUE_RETRY_ALL] = "UPDATE queue SET next_attempt = min(next_attempt, ?2) WHERE held = 0"
+                          " RETURNING id",
+    [Q_QUEUE_HOLD] = "UPDATE queue SET held = 1 WHERE id = ?1",
+    [Q_QUEUE_RELEASE] = "UPDATE queue SET held = 0, next_attempt = min(next_attempt, ?2)"
+                        " WHERE id = ?1",
+    [Q_QUEUE_DELETE] = "DELETE FROM queue WHERE id = ?1",
+    [Q_BLOB_DEL_UNUSED] = "DELETE FROM blobs WHERE id = ?1"
+                          " AND NOT EXISTS (SELECT 1 FROM messages WHERE blob = ?1)"
+                          " AND NOT EXISTS (SELECT 1 FROM queue WHERE blob = ?1)",
 };
 
 struct store {
@@ -1615,4 +1643,273 @@ int store_folder_list(struct store *st, const char *address,
 	if (ret == STORE_OK && n == 0)
 		ret = user_missing(st, &a);
 	return ret;
+}
+
+/* ---- the outbound queue ---- */
+
+/* One entry being collected from the rows of Q_QUEUE_LIST/GET. */
+struct qacc {
+	struct store_queue_entry e;
+	char *id, *sender, *last_error;
+	struct store_queue_rcpt *r;
+	size_t nr, ar;
+};
+
+static void qacc_clear(struct qacc *a)
+{
+	free(a->id);
+	free(a->sender);
+	free(a->last_error);
+	for (size_t i = 0; i < a->nr; i++) {
+		free((char *)a->r[i].rcpt);
+		free((char *)a->r[i].status);
+		free((char *)a->r[i].last_reply);
+	}
+	a->id = a->sender = a->last_error = NULL;
+	a->nr = 0;
+}
+
+static char *col_dup(sqlite3_stmt *s, int i)
+{
+	const char *v = (const char *)sqlite3_column_text(s, i);
+	return strdup(v ? v : "");
+}
+
+/* Start a new entry from row s; false if out of memory. */
+static bool qacc_start(struct qacc *a, sqlite3_stmt *s)
+{
+	qacc_clear(a);
+	a->id = col_dup(s, 0);
+	a->sender = col_dup(s, 1);
+	a->last_error = col_dup(s, 6);
+	a->e.id = a->id;
+	a->e.sender = a->sender;
+	a->e.size = (uint64_t)sqlite3_column_int64(s, 2);
+	a->e.created = (time_t)sqlite3_column_int64(s, 3);
+	a->e.next_attempt = (time_t)sqlite3_column_int64(s, 4);
+	a->e.attempts = sqlite3_column_int64(s, 5);
+	a->e.last_error = a->last_error;
+	a->e.held = sqlite3_column_int(s, 7) != 0;
+	return a->id && a->sender && a->last_error;
+}
+
+/* Add row s's recipient (none with a LEFT JOIN miss); false if out of memory. */
+static bool qacc_rcpt(struct qacc *a, sqlite3_stmt *s)
+{
+	if (sqlite3_column_type(s, 8) == SQLITE_NULL)
+		return true;
+	if (a->nr == a->ar) {
+		size_t na = a->ar ? a->ar * 2 : 8;
+		struct store_queue_rcpt *p = realloc(a->r, na * sizeof *p);
+		if (p == NULL)
+			return false;
+		a->r = p;
+		a->ar = na;
+	}
+	struct store_queue_rcpt *r = &a->r[a->nr++];
+	r->rcpt = col_dup(s, 8);
+	r->status = col_dup(s, 9);
+	r->attempts = sqlite3_column_int64(s, 10);
+	r->last_reply = col_dup(s, 11);
+	return r->rcpt && r->status && r->last_reply;
+}
+
+static void qacc_emit(struct qacc *a, void (*cb)(void *, const struct store_queue_entry *),
+    void *arg)
+{
+	a->e.rcpts = a->r;
+	a->e.nrcpts = a->nr;
+	cb(arg, &a->e);
+}
+
+/* Run Q_QUEUE_LIST or Q_QUEUE_GET (id) in one read transaction and call cb
+ * once per entry. STORE_NOTFOUND if there was none. */
+static int queue_iter(struct store *st, enum stmt_id qid, const char *id,
+    void (*cb)(void *arg, const struct store_queue_entry *e), void *arg)
+{
+	bool tx = sqlite3_get_autocommit(st->db);
+	if (tx && q_simple(st, Q_BEGIN_READ, "begin") != STORE_OK)
+		return STORE_ERR;
+	struct qacc a;
+	memset(&a, 0, sizeof a);
+	int ret = STORE_OK, rc = SQLITE_DONE;
+	size_t n = 0;
+	sqlite3_stmt *s = q_get(st, qid);
+	if (s == NULL) {
+		ret = STORE_ERR;
+	} else {
+		if (id != NULL)
+			bind_str(s, 1, id);
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+			const char *rid = (const char *)sqlite3_column_text(s, 0);
+			if (a.id == NULL || strcmp(a.id, rid ? rid : "") != 0) {
+				if (a.id != NULL)
+					qacc_emit(&a, cb, arg);
+				n++;
+				if (!qacc_start(&a, s))
+					break;
+			}
+			if (!qacc_rcpt(&a, s))
+				break;
+		}
+		if (rc == SQLITE_ROW) {
+			set_err(st, "queue list: out of memory");
+			ret = STORE_ERR;
+		} else if (rc != SQLITE_DONE) {
+			ret = db_fail(st, sqlite3_extended_errcode(st->db), "queue list");
+		} else if (a.id != NULL) {
+			qacc_emit(&a, cb, arg);
+		}
+		q_done(st, qid, s);
+	}
+	qacc_clear(&a);
+	free(a.r);
+	if (tx && q_simple(st, Q_COMMIT, "commit") != STORE_OK) {
+		tx_rollback(st);
+		ret = STORE_ERR;
+	}
+	if (ret == STORE_OK && id != NULL && n == 0)
+		ret = STORE_NOTFOUND;
+	return ret;
+}
+
+int store_queue_list(
+    struct store *st, void (*cb)(void *arg, const struct store_queue_entry *e), void *arg)
+{
+	return queue_iter(st, Q_QUEUE_LIST, NULL, cb, arg);
+}
+
+int store_queue_get(struct store *st, const char *id,
+    void (*cb)(void *arg, const struct store_queue_entry *e), void *arg)
+{
+	if (!blob_id_valid(id))
+		return STORE_INVALID;
+	return queue_iter(st, Q_QUEUE_GET, id, cb, arg);
+}
+
+/* Run update qid on entry id (with now as ?2) and record event kind for it,
+ * in one transaction. With unused_blob, the blob row goes too if nothing else
+ * uses it, and *unused_blob says whether it did. STORE_NOTFOUND if no row
+ * changed. */
+static int queue_change(
+    struct store *st, enum stmt_id qid, const char *id, const char *kind, bool *unused_blob)
+{
+	if (!blob_id_valid(id))
+		return STORE_INVALID;
+	int64_t ms = util_now_ms();
+	int ret = tx_begin(st);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite3_stmt *s = q_get(st, qid);
+	if (s == NULL) {
+		ret = STORE_ERR;
+	} else {
+		bind_str(s, 1, id);
+		if (sqlite3_bind_parameter_count(s) >= 2)
+			sqlite3_bind_int64(s, 2, ms / 1000);
+		int rc = q_run(st, s);
+		if (rc != SQLITE_OK)
+			ret = db_fail(st, rc, "queue change");
+		else if (sqlite3_changes(st->db) == 0)
+			ret = STORE_NOTFOUND;
+		q_done(st, qid, s);
+	}
+	if (ret == STORE_OK && unused_blob != NULL) {
+		/* a queue entry's id is also its blob's */
+		if ((s = q_get(st, Q_BLOB_DEL_UNUSED)) == NULL) {
+			ret = STORE_ERR;
+		} else {
+			bind_str(s, 1, id);
+			int rc = q_run(st, s);
+			if (rc != SQLITE_OK)
+				ret = db_fail(st, rc, "blob delete");
+			else
+				*unused_blob = sqlite3_changes(st->db) > 0;
+			q_done(st, Q_BLOB_DEL_UNUSED, s);
+		}
+	}
+	if (ret == STORE_OK)
+		ret = event_add(st, id, ms, kind, NULL, "by=admin");
+	if (ret == STORE_OK)
+		ret = tx_commit(st);
+	if (ret != STORE_OK)
+		tx_rollback(st);
+	return ret;
+}
+
+int store_queue_retry(struct store *st, const char *id, size_t *n)
+{
+	if (n != NULL)
+		*n = 0;
+	if (id != NULL) {
+		int ret = queue_change(st, Q_QUEUE_RETRY, id, "retry", NULL);
+		if (ret == STORE_OK && n != NULL)
+			*n = 1;
+		return ret;
+	}
+	int64_t ms = util_now_ms();
+	int ret = tx_begin(st);
+	if (ret != STORE_OK)
+		return ret;
+	/* the ids first (RETURNING runs to completion), then their events */
+	char **ids = NULL;
+	size_t nids = 0;
+	sqlite3_stmt *s = q_get(st, Q_QUEUE_RETRY_ALL);
+	if (s == NULL) {
+		ret = STORE_ERR;
+	} else {
+		sqlite3_bind_int64(s, 2, ms / 1000);
+		int rc;
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+			char **p = realloc(ids, (nids + 1) * sizeof *p);
+			if (p == NULL || (p[nids] = col_dup(s, 0)) == NULL) {
+				ids = p ? p : ids;
+				set_err(st, "queue retry: out of memory");
+				ret = STORE_ERR;
+				break;
+			}
+			ids = p;
+			nids++;
+		}
+		if (ret == STORE_OK && rc != SQLITE_DONE)
+			ret = db_fail(st, sqlite3_extended_errcode(st->db), "queue retry");
+		q_done(st, Q_QUEUE_RETRY_ALL, s);
+	}
+	for (size_t i = 0; i < nids && ret == STORE_OK; i++)
+		ret = event_add(st, ids[i], ms, "retry", NULL, "by=admin");
+	if (ret == STORE_OK)
+		ret = tx_commit(st);
+	if (ret != STORE_OK)
+		tx_rollback(st);
+	else if (n != NULL)
+		*n = nids;
+	for (size_t i = 0; i < nids; i++)
+		free(ids[i]);
+	free(ids);
+	return ret;
+}
+
+int store_queue_hold(struct store *st, const char *id)
+{
+	return queue_change(st, Q_QUEUE_HOLD, id, "held", NULL);
+}
+
+int store_queue_release(struct store *st, const char *id)
+{
+	return queue_change(st, Q_QUEUE_RELEASE, id, "released", NULL);
+}
+
+int store_queue_delete(struct store *st, const char *id)
+{
+	bool unused = false;
+	int ret = queue_change(st, Q_QUEUE_DELETE, id, "deleted", &unused);
+	if (ret != STORE_OK || !unused)
+		return ret;
+	struct buf path = BUF_INIT;
+	if (blob_path(st, id, &path, false) == STORE_OK && unlink(buf_cstr(&path)) != 0 &&
+	    errno != ENOENT)
+		log_warn(id, "store: cannot remove blob path=%s error=\"%s\"",
+		    log_str(buf_cstr(&path)), strerror(errno));
+	buf_free(&path);
+	return STORE_OK;
 }

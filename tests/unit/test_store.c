@@ -894,6 +894,174 @@ static void test_threads(void **state)
 	assert_int_equal(n, 2 * MT_BATCHES * MT_BATCH);
 }
 
+/* ---- the outbound queue ---- */
+
+struct qseen {
+	struct buf b; /* "id sender held n rcpt/status/attempts ..." per entry, ';'-joined */
+	int n;
+	struct store_queue_entry last;
+};
+
+static void collect_queue(void *arg, const struct store_queue_entry *e)
+{
+	struct qseen *q = arg;
+	if (q->n++)
+		buf_putc(&q->b, ';');
+	buf_printf(&q->b, "%s %s %d %zu", e->id, e->sender, (int)e->held, e->nrcpts);
+	for (size_t i = 0; i < e->nrcpts; i++)
+		buf_printf(&q->b, " %s/%s/%lld", e->rcpts[i].rcpt, e->rcpts[i].status,
+		    (long long)e->rcpts[i].attempts);
+	q->last = *e; /* scalars only are used after the callback */
+	q->last.id = q->last.sender = q->last.last_error = NULL;
+	q->last.rcpts = NULL;
+}
+
+static void qseen_reset(struct qseen *q)
+{
+	buf_reset(&q->b);
+	q->n = 0;
+}
+
+static void test_queue(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = f->st;
+	setup_example(f);
+	struct qseen q = {BUF_INIT, 0, {0}};
+	struct collect c = {BUF_INIT, 0};
+	char id1[UTIL_QID_LEN + 1], id2[UTIL_QID_LEN + 1], id3[UTIL_QID_LEN + 1], want[512];
+	struct store_delivery d[3];
+	const char *alice[] = {"Alice@example.com"};
+	const char *r1[] = {"x@remote.test", "y@remote.test"};
+	const char *r2[] = {"z@remote.test"};
+
+	/* empty */
+	assert_int_equal(store_queue_list(st, collect_queue, &q), STORE_OK);
+	assert_int_equal(q.n, 0);
+
+	/* id1: alice and two remote; id2: remote only, null sender; id3: local only */
+	make_delivery(f, &d[0], id1, "one", alice, NULL, 1);
+	d[0].remote = r1;
+	d[0].nremote = 2;
+	make_delivery(f, &d[1], id2, "two", NULL, NULL, 0);
+	d[1].remote = r2;
+	d[1].nremote = 1;
+	d[1].mail_from = "";
+	make_delivery(f, &d[2], id3, "three", alice, NULL, 1);
+	time_t before = time(NULL);
+	assert_int_equal(store_deliver_batch(st, d, 3), STORE_OK);
+
+	assert_int_equal(store_queue_list(st, collect_queue, &q), STORE_OK);
+	assert_int_equal(q.n, 2);
+	char e1[256], e2[256];
+	snprintf(e1, sizeof e1,
+	    "%s sender@remote.test 0 2 x@remote.test/pending/0 y@remote.test/pending/0", id1);
+	snprintf(e2, sizeof e2, "%s  0 1 z@remote.test/pending/0", id2);
+	if (strcmp(id1, id2) < 0)
+		snprintf(want, sizeof want, "%s;%s", e1, e2);
+	else
+		snprintf(want, sizeof want, "%s;%s", e2, e1);
+	assert_string_equal(buf_cstr(&q.b), want); /* same second: by id */
+
+	qseen_reset(&q);
+	assert_int_equal(store_queue_get(st, id1, collect_queue, &q), STORE_OK);
+	assert_string_equal(buf_cstr(&q.b), e1);
+	assert_int_equal(q.last.size, 30);
+	assert_true(q.last.created >= before && q.last.created <= time(NULL));
+	assert_true(q.last.next_attempt == q.last.created);
+	assert_int_equal(q.last.attempts, 0);
+	assert_false(q.last.held);
+	char bogus[UTIL_QID_LEN + 1];
+	util_queue_id(bogus);
+	assert_int_equal(store_queue_get(st, bogus, collect_queue, &q), STORE_NOTFOUND);
+	assert_int_equal(store_queue_get(st, id3, collect_queue, &q), STORE_NOTFOUND);
+	assert_int_equal(store_queue_get(st, "../etc", collect_queue, &q), STORE_INVALID);
+	assert_int_equal(store_queue_get(st, NULL, collect_queue, &q), STORE_INVALID);
+
+	/* retry: a future next_attempt becomes now */
+	sqlite3 *db = raw_open(f);
+	assert_int_equal(
+	    sqlite3_exec(db, "UPDATE queue SET next_attempt = 4000000000", NULL, NULL, NULL),
+	    SQLITE_OK);
+	size_t n = 99;
+	assert_int_equal(store_queue_retry(st, id1, &n), STORE_OK);
+	assert_int_equal(n, 1);
+	qseen_reset(&q);
+	assert_int_equal(store_queue_get(st, id1, collect_queue, &q), STORE_OK);
+	assert_true(q.last.next_attempt <= time(NULL));
+	assert_int_equal(store_queue_retry(st, bogus, &n), STORE_NOTFOUND);
+	assert_int_equal(n, 0);
+	assert_int_equal(store_queue_retry(st, "bad id", NULL), STORE_INVALID);
+
+	/* hold: idempotent, kept by retry --all, which takes the others */
+	assert_int_equal(store_queue_hold(st, id2), STORE_OK);
+	assert_int_equal(store_queue_hold(st, id2), STORE_OK);
+	assert_int_equal(store_queue_hold(st, bogus), STORE_NOTFOUND);
+	qseen_reset(&q);
+	assert_int_equal(store_queue_get(st, id2, collect_queue, &q), STORE_OK);
+	assert_true(q.last.held);
+	assert_int_equal(store_queue_retry(st, NULL, &n), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(
+	    raw_int(db, "SELECT count(*) FROM queue WHERE next_attempt > 3000000000"), 1);
+	/* retry of a held entry changes the time, not the hold */
+	assert_int_equal(store_queue_retry(st, id2, NULL), STORE_OK);
+	qseen_reset(&q);
+	assert_int_equal(store_queue_get(st, id2, collect_queue, &q), STORE_OK);
+	assert_true(q.last.held);
+	assert_true(q.last.next_attempt <= time(NULL));
+	/* release: not held, due now */
+	assert_int_equal(
+	    sqlite3_exec(db, "UPDATE queue SET next_attempt = 4000000000", NULL, NULL, NULL),
+	    SQLITE_OK);
+	assert_int_equal(store_queue_release(st, id2), STORE_OK);
+	assert_int_equal(store_queue_release(st, id2), STORE_OK);
+	assert_int_equal(store_queue_release(st, bogus), STORE_NOTFOUND);
+	qseen_reset(&q);
+	assert_int_equal(store_queue_get(st, id2, collect_queue, &q), STORE_OK);
+	assert_false(q.last.held);
+	assert_true(q.last.next_attempt <= time(NULL));
+
+	/* the admin actions are in the journey */
+	assert_int_equal(store_event_list(st, id2, collect_event, &c), STORE_OK);
+	assert_string_equal(
+	    buf_cstr(&c.b), "queued:z@remote.test held: held: retry: released: released:");
+
+	/* delete: rows and events; the blob goes only if no mailbox uses it */
+	struct buf p1 = BUF_INIT, p2 = BUF_INIT;
+	assert_int_equal(store_blob_path(st, id1, &p1), STORE_OK);
+	assert_int_equal(store_blob_path(st, id2, &p2), STORE_OK);
+	assert_int_equal(store_queue_delete(st, id2), STORE_OK);
+	assert_int_equal(store_queue_get(st, id2, collect_queue, &q), STORE_NOTFOUND);
+	assert_int_equal(store_queue_delete(st, id2), STORE_NOTFOUND);
+	assert_int_equal(access(buf_cstr(&p2), F_OK), -1);
+	snprintf(want, sizeof want, "SELECT count(*) FROM blobs WHERE id = '%s'", id2);
+	assert_int_equal(raw_int(db, want), 0);
+	assert_int_equal(store_queue_delete(st, id1), STORE_OK);
+	assert_int_equal(access(buf_cstr(&p1), R_OK), 0);
+	snprintf(want, sizeof want, "SELECT count(*) FROM blobs WHERE id = '%s'", id1);
+	assert_int_equal(raw_int(db, want), 1);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM queue_rcpts"), 0);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM queue"), 0);
+	collect_reset(&c);
+	assert_int_equal(store_event_list(st, id1, collect_event, &c), STORE_OK);
+	assert_non_null(strstr(buf_cstr(&c.b), "retry: retry: deleted:"));
+	collect_reset(&c);
+	assert_int_equal(
+	    store_mailbox_list(st, "alice@example.com", NULL, collect_msg, &c), STORE_OK);
+	assert_int_equal(c.n, 2);
+	qseen_reset(&q);
+	assert_int_equal(store_queue_list(st, collect_queue, &q), STORE_OK);
+	assert_int_equal(q.n, 0);
+	assert_int_equal(store_queue_delete(st, NULL), STORE_INVALID);
+
+	sqlite3_close(db);
+	buf_free(&p1);
+	buf_free(&p2);
+	buf_free(&c.b);
+	buf_free(&q.b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -910,6 +1078,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_user_owns, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
