@@ -25,25 +25,25 @@
 #include "core/loopq.h"
 
 enum pwcheck_result {
-	PWCHECK_OK = 0,      /* user exists and the password matches */
-	PWCHECK_FAIL = 1,    /* unknown user or wrong password (indistinguishable) */
-	PWCHECK_TEMPFAIL = 2,/* the store could not answer: 454 4.7.0 */
+	PWCHECK_OK = 0,       /* user exists and the password matches */
+	PWCHECK_FAIL = 1,     /* unknown user or wrong password (indistinguishable) */
+	PWCHECK_TEMPFAIL = 2, /* the store could not answer: 454 4.7.0 */
 };
 
 struct pwcheck_pool;
 
 struct pwcheck_req {
 	/* in (owned by the request; wiped and freed by pwcheck_req_free) */
-	char *user;          /* login name as given: "local@domain" */
-	char *password;
+	char *user;     /* login name as given: "local@domain" */
+	char *password; /* the pool wipes and frees it once checked: NULL in the callback */
 	/* out, valid in the callback */
 	enum pwcheck_result result;
-	char *canonical;     /* on PWCHECK_OK: the address as stored (canonical case) */
+	char *canonical; /* on PWCHECK_OK: the address as stored (canonical case) */
 	/* completion: cb(req, arg) runs on q's loop */
 	struct loopq *q;
 	void (*cb)(struct pwcheck_req *req, void *arg);
 	void *arg;
-	struct loopq_item item; /* internal */
+	struct loopq_item item;   /* internal */
 	struct pwcheck_req *next; /* internal */
 };
 
@@ -57,16 +57,20 @@ void pwcheck_submit(struct pwcheck_pool *p, struct pwcheck_req *req);
 struct pwcheck_req *pwcheck_req_new(const char *user, const char *password);
 void pwcheck_req_free(struct pwcheck_req *req); /* wipes the password; NULL ok */
 
-/* Synchronous check against a crypt(3) hash (yescrypt, bcrypt, sha512-crypt):
- * true if password matches; constant-time comparison of the results. */
+/* Synchronous check against a crypt(3) hash (yescrypt $y$, bcrypt $2b$/$2y$,
+ * sha512-crypt $6$; any other string, "*", "!" and "" never match): true if
+ * password matches; constant-time comparison of the results. */
 bool pwcheck_verify_hash(const char *password, const char *hash);
 
 /* ---- throttle of failed logins, per client IP ---- */
 struct auth_throttle;
-/* max_entries: table size bound; block_after: failures within window_s after
- * which the IP is refused AUTH until the window passes. */
-struct auth_throttle *auth_throttle_new(size_t max_entries, unsigned block_after,
-    unsigned window_s);
+/* max_entries: table size bound (when full, the IP whose last failure is
+ * oldest is forgotten); block_after: failures within window_s after which the
+ * IP is refused AUTH until the window passes (0: never refused). An IP's
+ * failures are forgotten window_s after its LAST failure, so slow guessing
+ * keeps counting. */
+struct auth_throttle *auth_throttle_new(
+    size_t max_entries, unsigned block_after, unsigned window_s);
 void auth_throttle_free(struct auth_throttle *t); /* NULL ok */
 /* Record a failure of ip (4 or 16 bytes) at now; returns the delay in
  * milliseconds before the 535 reply: 1000 for the first failures, doubling

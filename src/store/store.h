@@ -62,6 +62,9 @@ int store_user_del(struct store *st, const char *address);
 int store_user_passwd(struct store *st, const char *address, const char *pwhash);
 /* The user's crypt(3) hash into out. */
 int store_user_get_hash(struct store *st, const char *address, struct buf *out);
+/* The user's address as stored ("local@domain": local part in the case it
+ * was added with, domain lower case) into out; address may differ in case. */
+int store_user_canonical(struct store *st, const char *address, struct buf *out);
 /* All users (domain == NULL) or those of one domain. */
 int store_user_list(struct store *st, const char *domain,
     void (*cb)(void *arg, const char *address), void *arg);

@@ -59,6 +59,7 @@ enum stmt_id {
 	Q_USER_DEL,
 	Q_USER_PASSWD,
 	Q_USER_HASH,
+	Q_USER_CANON,
 	Q_USER_FIND,
 	Q_USER_LIST_ALL,
 	Q_USER_LIST_DOMAIN,
@@ -116,6 +117,8 @@ static const char *const stmt_sql[Q__COUNT] = {
     [Q_USER_DEL] = "DELETE FROM users WHERE id = (" USER_BY_ADDR ")",
     [Q_USER_PASSWD] = "UPDATE users SET pwhash = ?3 WHERE id = (" USER_BY_ADDR ")",
     [Q_USER_HASH] = "SELECT pwhash FROM users WHERE id = (" USER_BY_ADDR ")",
+    [Q_USER_CANON] = "SELECT u.local, d.name FROM users u JOIN domains d ON d.id = u.domain_id"
+                     " WHERE u.local = ?1 AND d.name = ?2",
     [Q_USER_FIND] = "SELECT local FROM users WHERE domain_id = ?1 AND local = ?2",
     [Q_USER_LIST_ALL] = "SELECT u.local, d.name FROM users u JOIN domains d ON d.id = u.domain_id"
                         " ORDER BY d.name, u.local",
@@ -802,6 +805,36 @@ int store_user_get_hash(struct store *st, const char *address, struct buf *out)
 		ret = db_fail(st, sqlite3_extended_errcode(st->db), "user hash");
 	}
 	q_done(st, Q_USER_HASH, s);
+	if (ret == STORE_NOTFOUND)
+		ret = user_missing(st, &a);
+	return ret;
+}
+
+int store_user_canonical(struct store *st, const char *address, struct buf *out)
+{
+	struct addr a;
+	if (!addr_parse(address, &a, false))
+		return STORE_INVALID;
+	sqlite3_stmt *s = q_get(st, Q_USER_CANON);
+	if (s == NULL)
+		return STORE_ERR;
+	bind_str(s, 1, a.local);
+	bind_str(s, 2, a.domain);
+	int rc = sqlite3_step(s), ret = STORE_OK;
+	if (rc == SQLITE_ROW) {
+		buf_reset(out);
+		buf_printf(out, "%s@%s", (const char *)sqlite3_column_text(s, 0),
+		    (const char *)sqlite3_column_text(s, 1));
+		if (buf_err(out)) {
+			set_err(st, "user canonical: buffer full");
+			ret = STORE_ERR;
+		}
+	} else if (rc == SQLITE_DONE) {
+		ret = STORE_NOTFOUND;
+	} else {
+		ret = db_fail(st, sqlite3_extended_errcode(st->db), "user canonical");
+	}
+	q_done(st, Q_USER_CANON, s);
 	if (ret == STORE_NOTFOUND)
 		ret = user_missing(st, &a);
 	return ret;

@@ -1062,12 +1062,32 @@ static void test_queue(void **state)
 	buf_free(&q.b);
 }
 
+/* store_user_canonical: the address as stored, whatever case it is asked in. */
+static void test_user_canonical(void **state)
+{
+	struct fx *f = *state;
+	struct buf b = BUF_INIT;
+	setup_example(f);
+	assert_int_equal(store_user_canonical(f->st, "alice@example.com", &b), STORE_OK);
+	assert_string_equal(buf_cstr(&b), "Alice@example.com");
+	assert_int_equal(store_user_canonical(f->st, "ALICE@EXAMPLE.COM", &b), STORE_OK);
+	assert_string_equal(buf_cstr(&b), "Alice@example.com");
+	assert_int_equal(store_user_canonical(f->st, "Bob@Example.Com", &b), STORE_OK);
+	assert_string_equal(buf_cstr(&b), "bob@example.com");
+	assert_int_equal(store_user_canonical(f->st, "zed@example.com", &b), STORE_NOTFOUND);
+	assert_int_equal(store_user_canonical(f->st, "alice@nowhere.test", &b), STORE_NOTLOCAL);
+	assert_int_equal(store_user_canonical(f->st, "alice", &b), STORE_INVALID);
+	assert_int_equal(store_user_canonical(f->st, NULL, &b), STORE_INVALID);
+	buf_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_open_migrations, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_domains, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_users, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_user_canonical, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_aliases, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resolve, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resolve_limits, setup, teardown),
