@@ -175,8 +175,8 @@ struct store_queue_entry {
 	size_t nrcpts;
 };
 /* Every entry, oldest first (the pointers live only during the callback). */
-int store_queue_list(struct store *st,
-    void (*cb)(void *arg, const struct store_queue_entry *e), void *arg);
+int store_queue_list(
+    struct store *st, void (*cb)(void *arg, const struct store_queue_entry *e), void *arg);
 /* One entry; STORE_NOTFOUND if there is none with that id. Its events are
  * store_event_list(id). */
 int store_queue_get(struct store *st, const char *id,

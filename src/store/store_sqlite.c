@@ -1747,8 +1747,8 @@ static bool qacc_rcpt(struct qacc *a, sqlite3_stmt *s)
 	return r->rcpt && r->status && r->last_reply;
 }
 
-static void qacc_emit(struct qacc *a, void (*cb)(void *, const struct store_queue_entry *),
-    void *arg)
+static void qacc_emit(
+    struct qacc *a, void (*cb)(void *, const struct store_queue_entry *), void *arg)
 {
 	a->e.rcpts = a->r;
 	a->e.nrcpts = a->nr;
