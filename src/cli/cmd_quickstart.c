@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -368,7 +369,38 @@ static void conf_text(struct buf *b, const struct qs_opts *o, const char *hostna
 		            "\tsource = \"\"\n"
 		            "\tfamily = \"any\"\t# any, ipv4, ipv6, prefer-ipv4, prefer-ipv6\n");
 	}
-	buf_puts(b, "}\n");
+	buf_puts(b, "}\n\n");
+
+	buf_printf(b,
+	    "# Mail from your users (ports %u and %u).\n"
+	    "submission {\n"
+	    "\t# offer AUTH without TLS to loopback clients: for tests only\n"
+	    "\tplain_auth_loopback = false\n"
+	    "\t# name the login in the Received: header of submitted mail\n"
+	    "\treceived_login = false\n"
+	    "\t# per user and hour; past these, 451 4.7.1\n"
+	    "\tuser_messages_per_hour = %u\n"
+	    "\tuser_recipients_per_hour = %u\n"
+	    "}\n\n",
+	    o->dev ? 2587u : 587u, o->dev ? 2465u : 465u, d.submission.user_messages_per_hour,
+	    d.submission.user_recipients_per_hour);
+
+	/* local programs: root, and whoever set this up */
+	const char *me = NULL;
+	struct passwd *pw = getpwuid(getuid());
+	if (pw && strcmp(pw->pw_name, "root") != 0)
+		me = pw->pw_name;
+	buf_puts(b, "# Local programs (cron, scripts, web applications) send with 'dakiya sendmail',\n"
+	            "# which hands the mail to the server over this unix socket. Only the local\n"
+	            "# accounts listed may; they may use any sender address.\n"
+	            "local {\n\tsocket = ");
+	conf_str(b, o->dev ? "submit.sock" : "/run/dakiya/submit.sock");
+	buf_puts(b, "\n\tusers = {\"root\"");
+	if (me) {
+		buf_puts(b, ", ");
+		conf_str(b, me);
+	}
+	buf_puts(b, "}\n}\n");
 	config_free(&d);
 }
 

@@ -429,6 +429,10 @@ static cfg_t *config_schema(void)
 		CFG_INT("user_messages_per_hour", 500, CFGF_NONE),
 		CFG_INT("user_recipients_per_hour", 2000, CFGF_NONE),
 		CFG_END()};
+	static cfg_opt_t local_opts[] = {
+		CFG_STR("socket", "", CFGF_NONE),
+		CFG_STR_LIST("users", "{root}", CFGF_NONE),
+		CFG_END()};
 	static cfg_opt_t opts[] = {
 		CFG_STR("hostname", "", CFGF_NONE),
 		CFG_STR("data_dir", "/var/lib/dakiya", CFGF_NONE),
@@ -442,6 +446,7 @@ static cfg_t *config_schema(void)
 		CFG_SEC("tls", tls_opts, CFGF_NONE),
 		CFG_SEC("delivery", delivery_opts, CFGF_NONE),
 		CFG_SEC("submission", submission_opts, CFGF_NONE),
+		CFG_SEC("local", local_opts, CFGF_NONE),
 		CFG_END()};
 	/* clang-format on */
 
@@ -613,6 +618,10 @@ static void fill_from_cfg(struct config *cfg, cfg_t *c, const char *base_dir)
 	cfg->submission.received_login = cfg_getbool(sub, "received_login");
 	cfg->submission.user_messages_per_hour = getuint(sub, "user_messages_per_hour");
 	cfg->submission.user_recipients_per_hour = getuint(sub, "user_recipients_per_hour");
+
+	cfg_t *loc = cfg_getsec(c, "local");
+	cfg->local.socket = resolve_path(base_dir, cfg_getstr(loc, "socket"));
+	cfg->local.users = list_from_cfg(loc, "users");
 }
 
 void config_defaults(struct config *cfg)
@@ -712,5 +721,7 @@ void config_free(struct config *cfg)
 	free(cfg->tls.key);
 	free(cfg->delivery.source);
 	free(cfg->delivery.family);
+	free(cfg->local.socket);
+	free_list(cfg->local.users);
 	memset(cfg, 0, sizeof *cfg);
 }

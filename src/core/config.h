@@ -80,6 +80,10 @@ struct config {
 		unsigned user_messages_per_hour;   /* per authenticated user; default 500 */
 		unsigned user_recipients_per_hour; /* per authenticated user; default 2000 */
 	} submission;
+	struct {
+		char *socket;   /* unix socket for local submission (dakiya sendmail); "" = off */
+		char **users;   /* local accounts allowed to submit there; "*" = any; NULL-terminated */
+	} local;
 };
 
 /* Parse path into cfg (which it initialises). On error returns -1 and puts a

@@ -25,9 +25,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "auth/pwcheck.h"
 #include "core/log.h"
+#include "core/tls.h"
 #include "core/util.h"
 #include "store/store.h"
 
@@ -38,6 +43,13 @@ struct worker_conn {
 	struct sockaddr_storage ss;
 	enum listener_kind kind;
 	struct worker_conn *next;
+};
+
+struct user_count {
+	char *user;
+	time_t start; /* the hour counted from here */
+	unsigned msgs, rcpts;
+	struct user_count *next;
 };
 
 struct ip_count {
@@ -65,7 +77,12 @@ struct server {
 	pthread_mutex_t conn_mu;
 	unsigned nconns;
 	struct ip_count *ips[IP_BUCKETS];
-	struct event *sig_int, *sig_term;
+	struct event *sig_int, *sig_term, *sig_hup;
+	struct tls_server *tls;
+	struct pwcheck_pool *pw;
+	struct auth_throttle *throttle;
+	pthread_mutex_t user_mu;
+	struct user_count *users[IP_BUCKETS];
 };
 
 /* ---------------------------------------------------------------- limits */
@@ -73,7 +90,9 @@ struct server {
 static void ip_key(const struct sockaddr_storage *ss, unsigned char key[16])
 {
 	memset(key, 0, 16);
-	if (ss->ss_family == AF_INET6)
+	if (ss->ss_family == AF_UNIX)
+		memset(key, 0xff, 16); /* every local connection counts as one client */
+	else if (ss->ss_family == AF_INET6)
 		memcpy(key, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
 	else
 		memcpy(key, &((const struct sockaddr_in *)ss)->sin_addr, 4);
@@ -141,6 +160,48 @@ void server_conn_release(struct server *srv, const struct sockaddr_storage *ss)
 }
 
 struct accept_ctx *server_accept_ctx(struct server *srv) { return srv->accept; }
+struct tls_server *server_tls(struct server *srv) { return srv->tls; }
+struct pwcheck_pool *server_pwcheck(struct server *srv) { return srv->pw; }
+struct auth_throttle *server_throttle(struct server *srv) { return srv->throttle; }
+
+bool server_user_allow(struct server *srv, const char *user, unsigned msgs, unsigned rcpts)
+{
+	const struct config *c = srv->cfg;
+	time_t now = time(NULL);
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)user; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	h %= IP_BUCKETS;
+	bool ok = true;
+	pthread_mutex_lock(&srv->user_mu);
+	struct user_count *u = srv->users[h];
+	while (u && strcmp(u->user, user) != 0)
+		u = u->next;
+	if (u == NULL) {
+		u = calloc(1, sizeof *u);
+		if (u == NULL || (u->user = strdup(user)) == NULL) {
+			free(u);
+			pthread_mutex_unlock(&srv->user_mu);
+			return false;
+		}
+		u->start = now;
+		u->next = srv->users[h];
+		srv->users[h] = u;
+	}
+	if (now - u->start >= 3600) {
+		u->start = now;
+		u->msgs = u->rcpts = 0;
+	}
+	if (u->msgs + msgs > c->submission.user_messages_per_hour ||
+	    u->rcpts + rcpts > c->submission.user_recipients_per_hour) {
+		ok = false;
+	} else {
+		u->msgs += msgs;
+		u->rcpts += rcpts;
+	}
+	pthread_mutex_unlock(&srv->user_mu);
+	return ok;
+}
 
 /* ---------------------------------------------------------------- workers */
 
@@ -228,7 +289,8 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 		return;
 	}
 	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (ss.ss_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	struct worker_conn *c = malloc(sizeof *c);
 	if (c == NULL) {
 		close(fd);
@@ -296,8 +358,69 @@ static int add_listeners(struct server *srv, char **addrs, enum listener_kind ki
 		}
 		srv->nlisteners++;
 		log_info("-", "event=listen address=%s service=%s", addrs[i],
-		    kind == LISTEN_SMTP ? "smtp" : "submission");
+		    kind == LISTEN_SMTP ? "smtp" : kind == LISTEN_SUBMISSION ? "submission" : "submissions");
 	}
+	return 0;
+}
+
+/* The unix socket of local submission: created (replacing a stale one) with
+ * mode 0666; who may use it is checked per connection (peer credentials). */
+static int add_local_listener(struct server *srv, const char *path, struct buf *err)
+{
+	if (path == NULL || *path == '\0')
+		return 0;
+	struct sockaddr_un sun;
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof sun.sun_path) {
+		buf_printf(err, "local.socket \"%s\" is too long for a unix socket path", path);
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	char *dir = strdup(path);
+	if (dir == NULL)
+		return -1;
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		if (util_mkdir_p(dir, 0755) < 0) {
+			buf_printf(err, "cannot create %s for local.socket: %s", dir, strerror(errno));
+			free(dir);
+			return -1;
+		}
+	}
+	free(dir);
+	struct stat sb;
+	if (lstat(path, &sb) == 0) {
+		if (!S_ISSOCK(sb.st_mode)) {
+			buf_printf(err, "local.socket %s exists and is not a socket; remove it or choose "
+			                "another path",
+			    path);
+			return -1;
+		}
+		unlink(path);
+	}
+	struct listener *nl = realloc(srv->listeners, (srv->nlisteners + 1) * sizeof *srv->listeners);
+	if (nl == NULL)
+		return -1;
+	srv->listeners = nl;
+	struct listener *l = &srv->listeners[srv->nlisteners];
+	l->kind = LISTEN_LOCAL;
+	l->srv = srv;
+	l->addr = (char *)path;
+	l->lev = evconnlistener_new_bind(srv->base, on_accept, l,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128, (struct sockaddr *)&sun,
+	    (int)sizeof sun);
+	if (l->lev == NULL) {
+		buf_printf(err, "cannot listen on %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (chmod(path, 0666) < 0) {
+		buf_printf(err, "cannot chmod %s: %s", path, strerror(errno));
+		return -1;
+	}
+	srv->nlisteners++;
+	log_info("-", "event=listen address=%s service=local", path);
 	return 0;
 }
 
@@ -319,8 +442,6 @@ static void warn_unserved(const struct config *cfg)
 		const char *name;
 		size_t off;
 	} l[] = {
-	    {"submission", offsetof(struct config_listen, submission)},
-	    {"submissions", offsetof(struct config_listen, submissions)},
 	    {"imap", offsetof(struct config_listen, imap)},
 	    {"imaps", offsetof(struct config_listen, imaps)},
 	    {"pop3", offsetof(struct config_listen, pop3)},
@@ -333,6 +454,22 @@ static void warn_unserved(const struct config *cfg)
 			              "reason=\"not implemented in this version\"",
 			    l[i].name, addrs[0]);
 	}
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+	if (srv->tls == NULL) {
+		log_info("-", "event=reload result=nothing-to-reload");
+		return;
+	}
+	struct buf err = BUF_INIT;
+	if (tls_server_reload(srv->tls, &err) < 0)
+		log_err("-", "event=reload result=failed error=\"%s\" old-certificate=kept",
+		    buf_cstr(&err));
+	else
+		log_info("-", "event=reload result=ok what=tls-certificate");
+	buf_free(&err);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -349,6 +486,7 @@ int smtp_server_run(const struct config *cfg)
 	memset(&srv, 0, sizeof srv);
 	srv.cfg = cfg;
 	pthread_mutex_init(&srv.conn_mu, NULL);
+	pthread_mutex_init(&srv.user_mu, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	int rc = 1;
 
@@ -359,14 +497,42 @@ int smtp_server_run(const struct config *cfg)
 	srv.base = event_base_new();
 	if (srv.base == NULL)
 		return 1;
+	/* Signals first: a SIGTERM that arrives while we start (the listeners
+	 * accept connections before the loop runs) is handled, not fatal. */
+	srv.sig_int = evsignal_new(srv.base, SIGINT, on_signal, &srv);
+	srv.sig_term = evsignal_new(srv.base, SIGTERM, on_signal, &srv);
+	srv.sig_hup = evsignal_new(srv.base, SIGHUP, on_hup, &srv);
+	if (srv.sig_int == NULL || srv.sig_term == NULL || srv.sig_hup == NULL ||
+	    event_add(srv.sig_int, NULL) < 0 || event_add(srv.sig_term, NULL) < 0 ||
+	    event_add(srv.sig_hup, NULL) < 0) {
+		log_err("-", "event=startup-failed error=\"cannot set up signal handling\"");
+		return 1;
+	}
 
-	if (add_listeners(&srv, cfg->listen.smtp, LISTEN_SMTP, &err) < 0) {
+	/* certificate and key are read before the switch of user: they may be
+	 * readable by root only */
+	if (cfg->tls.cert && *cfg->tls.cert) {
+		srv.tls = tls_server_new(cfg->tls.cert, cfg->tls.key, &err);
+		if (srv.tls == NULL) {
+			log_err("-", "event=startup-failed error=\"%s\"", buf_cstr(&err));
+			goto out;
+		}
+	} else if (cfg->listen.submissions && cfg->listen.submissions[0]) {
+		log_err("-", "event=startup-failed error=\"listen.submissions needs a certificate: set "
+		             "tls { cert key } or remove the submissions listener\"");
+		goto out;
+	}
+	if (add_listeners(&srv, cfg->listen.smtp, LISTEN_SMTP, &err) < 0 ||
+	    add_listeners(&srv, cfg->listen.submission, LISTEN_SUBMISSION, &err) < 0 ||
+	    add_listeners(&srv, cfg->listen.submissions, LISTEN_SUBMISSIONS, &err) < 0 ||
+	    add_local_listener(&srv, cfg->local.socket, &err) < 0) {
 		log_err("-", "event=startup-failed error=\"%s\"", buf_cstr(&err));
 		goto out;
 	}
 	listeners_rebind(&srv);
 	if (srv.nlisteners == 0) {
-		log_err("-", "event=startup-failed error=\"no SMTP listener configured (listen { smtp = ... })\"");
+		log_err("-", "event=startup-failed error=\"no SMTP listener configured (listen { smtp = ... "
+		             "submission = ... })\"");
 		goto out;
 	}
 	warn_unserved(cfg);
@@ -384,6 +550,12 @@ int smtp_server_run(const struct config *cfg)
 	}
 	store_close(st);
 
+	srv.pw = pwcheck_pool_new(cfg->data_dir, 2, &err);
+	if (srv.pw == NULL) {
+		log_err("-", "event=startup-failed error=\"%s\"", buf_cstr(&err));
+		goto out;
+	}
+	srv.throttle = auth_throttle_new(100000, 10, 900);
 	srv.accept = accept_start(cfg->data_dir, 8, &err);
 	if (srv.accept == NULL) {
 		log_err("-", "event=startup-failed error=\"%s\"", buf_cstr(&err));
@@ -415,10 +587,6 @@ int smtp_server_run(const struct config *cfg)
 			abort();
 	}
 
-	srv.sig_int = evsignal_new(srv.base, SIGINT, on_signal, &srv);
-	srv.sig_term = evsignal_new(srv.base, SIGTERM, on_signal, &srv);
-	event_add(srv.sig_int, NULL);
-	event_add(srv.sig_term, NULL);
 
 	log_info("-", "event=ready hostname=%s workers=%u data_dir=%s", cfg->hostname, srv.nworkers,
 	    cfg->data_dir);
@@ -434,6 +602,7 @@ int smtp_server_run(const struct config *cfg)
 	}
 	/* pending commits finish here; their sessions are gone */
 	accept_stop(srv.accept);
+	pwcheck_pool_free(srv.pw);
 	srv.accept = NULL;
 	log_info("-", "event=stopped");
 	_exit(0); /* sessions still hold sockets and memory; the kernel frees them */

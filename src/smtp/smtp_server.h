@@ -20,11 +20,15 @@
 struct event_base;
 struct store;
 struct server;
+struct tls_server;
+struct pwcheck_pool;
+struct auth_throttle;
 
 enum listener_kind {
 	LISTEN_SMTP = 0,   /* inbound MX, port 25 */
 	LISTEN_SUBMISSION, /* 587, STARTTLS */
 	LISTEN_SUBMISSIONS,/* 465, implicit TLS */
+	LISTEN_LOCAL,      /* unix socket for local programs (dakiya sendmail) */
 	LISTEN__COUNT
 };
 
@@ -49,11 +53,16 @@ int smtp_server_run(const struct config *cfg);
 /* For sessions: give back the connection slot of a closed session. */
 void server_conn_release(struct server *srv, const struct sockaddr_storage *ss);
 struct accept_ctx *server_accept_ctx(struct server *srv);
+/* NULL when no certificate is configured. */
+struct tls_server *server_tls(struct server *srv);
+struct pwcheck_pool *server_pwcheck(struct server *srv);
+struct auth_throttle *server_throttle(struct server *srv);
+/* Per-user hourly sending limits: count msgs messages and rcpts recipients
+ * for user; false (nothing counted) if that would pass a limit. Thread-safe. */
+bool server_user_allow(struct server *srv, const char *user, unsigned msgs, unsigned rcpts);
 
 /* Session entry point (smtp_session.c): takes ownership of fd. */
 void smtp_session_start(struct worker *w, int fd, const struct sockaddr_storage *ss,
     enum listener_kind kind);
-/* Ask every session of this worker to finish (421) and close. */
-void smtp_sessions_shutdown(struct worker *w);
 
 #endif

@@ -24,17 +24,25 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <openssl/err.h>
 #include <netinet/in.h>
+#include <pwd.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "auth/pwcheck.h"
+#include "auth/sasl.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/tls.h"
+#include "mime/addr.h"
 #include "core/util.h"
 #include "queue/accept.h"
 #include "smtp/smtp_input.h"
@@ -56,6 +64,9 @@ enum smtp_state {
 	S_BDAT,      /* reading a BDAT chunk */
 	S_BDAT_WAIT, /* between BDAT chunks of one transaction */
 	S_COMMIT,    /* waiting for the durable commit (input paused) */
+	S_TLS,       /* TLS handshake in progress */
+	S_AUTH,      /* AUTH: waiting for the client's next SASL response line */
+	S_AUTH_CHECK,/* AUTH: password check (or failure delay) pending, input paused */
 	S_CLOSING,   /* last reply queued; close once it is written */
 };
 
@@ -78,6 +89,12 @@ static const char *state_name(enum smtp_state st)
 		return "bdat-wait";
 	case S_COMMIT:
 		return "commit";
+	case S_TLS:
+		return "tls-handshake";
+	case S_AUTH:
+		return "auth";
+	case S_AUTH_CHECK:
+		return "auth-check";
 	case S_CLOSING:
 		return "closing";
 	default:
@@ -100,6 +117,11 @@ struct txn {
 	struct smtp_hdr_scan hs; /* where the header section ends */
 	uint64_t hdr_limit;
 	bool hdr_too_big;      /* the header section exceeds limits.header_size */
+	bool submission;       /* from an authenticated user: fix up and check headers */
+	bool hdr_fixed;        /* submission: the header section was inspected */
+	size_t scanned;        /* bytes of out already fed to hs */
+	const char *from_reply;/* submission: why the From: header is refused */
+	char *from_detail;     /* ... and which address */
 	bool failed;           /* BDAT: the transaction already failed */
 	const char *fail_reply;
 	uint64_t bdat_total;
@@ -124,10 +146,27 @@ struct smtp_session {
 	const char *bdat_reply;/* reply for a chunk read only to be discarded */
 	struct smtp_input in;  /* framing of the input stream */
 	struct txn *tx;
+	/* TLS */
+	bool tls;              /* the connection is encrypted */
+	char *tls_comment;     /* for Received: */
+	/* local submission (unix socket): the peer's account */
+	char *local_user;
+	unsigned local_uid;
+	/* AUTH */
+	char *auth_user;       /* the authenticated user ("local@domain"), NULL if none */
+	enum { AUTH_NONE, AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS } auth_step;
+	struct buf auth_login; /* LOGIN: the user name, until the password comes */
+	struct pwcheck_req *auth_req; /* pending check (owned by the pool until its callback) */
+	struct event *auth_delay;     /* delays a failure reply */
+	struct event *close_timer;    /* STARTTLS sessions: waits for the last bytes to leave */
+	unsigned close_polls;
 };
 
 static void smtp_process(struct smtp_session *s);
 static void session_free(struct smtp_session *s);
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
 
 /* ---------------------------------------------------------------- replies */
 
@@ -153,6 +192,19 @@ static void enter_state(struct smtp_session *s, enum smtp_state st)
 	bufferevent_set_timeouts(s->bev, &rt, &wt);
 }
 
+static void close_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Check from the loop (soon) whether the last bytes have left, then free. */
+static void arm_close_check(struct smtp_session *s)
+{
+	static const struct timeval now = {0, 0};
+	if (s->close_timer == NULL)
+		s->close_timer = evtimer_new(s->w->base, close_timer_cb, s);
+	if (s->close_timer == NULL)
+		abort(); /* out of memory for one small event: no way to end the session */
+	evtimer_add(s->close_timer, &now);
+}
+
 /* Close once the queued last reply is written. The session is never freed
  * synchronously here: callers may still look at its state. */
 static void close_after_reply(struct smtp_session *s, const char *why)
@@ -162,9 +214,11 @@ static void close_after_reply(struct smtp_session *s, const char *why)
 	enter_state(s, S_CLOSING);
 	bufferevent_disable(s->bev, EV_READ);
 	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
-	/* every caller queued a reply, so the write callback will run */
+	/* Usually the queued reply makes the write callback run once it is
+	 * written; a TLS bufferevent may have taken it already, so check again
+	 * from the loop. */
 	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-		abort();
+		arm_close_check(s);
 }
 
 /* A client error: counts toward the error limit. Returns false if the
@@ -191,6 +245,48 @@ static bool count_junk(struct smtp_session *s)
 	return true;
 }
 
+static bool is_submission(const struct smtp_session *s) { return s->kind != LISTEN_SMTP; }
+
+/* Mail from this session may go to any domain: an authenticated user's, or a
+ * trusted local program's. */
+static bool may_relay(const struct smtp_session *s) { return s->auth_user || s->local_user; }
+
+static bool peer_loopback(const struct smtp_session *s)
+{
+	if (s->ss.ss_family == AF_UNIX)
+		return false;
+	if (s->ss.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&s->ss;
+		return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+	}
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&s->ss;
+	return IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
+}
+
+/* AUTH is offered on the submission listeners, over TLS (or, when the
+ * operator allows it for tests, to loopback clients in the clear). */
+static bool auth_offered(const struct smtp_session *s)
+{
+	return is_submission(s) && s->kind != LISTEN_LOCAL &&
+	    (s->tls || (s->w->cfg->submission.plain_auth_loopback && peer_loopback(s)));
+}
+
+static bool tls_offered(const struct smtp_session *s)
+{
+	return !s->tls && server_tls(s->w->server) != NULL;
+}
+
+/* The client's address as bytes, for the login throttle. */
+static const void *peer_key(const struct smtp_session *s, size_t *len)
+{
+	if (s->ss.ss_family == AF_INET6) {
+		*len = 16;
+		return &((const struct sockaddr_in6 *)&s->ss)->sin6_addr;
+	}
+	*len = 4;
+	return &((const struct sockaddr_in *)&s->ss)->sin_addr;
+}
+
 /* ---------------------------------------------------------------- transaction */
 
 static void txn_free(struct txn *t)
@@ -199,6 +295,7 @@ static void txn_free(struct txn *t)
 		return;
 	free(t->mail_from);
 	free(t->first_rcpt);
+	free(t->from_detail);
 	for (size_t i = 0; i < t->nusers; i++)
 		free(t->users[i]);
 	free(t->users);
@@ -269,13 +366,30 @@ static void write_received(struct smtp_session *s)
 	struct tm tm;
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-	const char *proto = t->smtputf8 ? (s->esmtp ? "UTF8ESMTP" : "UTF8SMTP")
-	                                : (s->esmtp ? "ESMTP" : "SMTP");
-	buf_puts(&h, "Received: from ");
-	put_sanitised(&h, s->helo ? s->helo : "unknown", HELO_MAX);
-	buf_printf(&h, " (%s%s])\r\n\tby %s (dakiya) with %s id %s",
-	    s->ss.ss_family == AF_INET6 ? "[IPv6:" : "[", s->ip, s->w->cfg->hostname, proto,
-	    t->msg->qid);
+	if (s->local_user) {
+		/* locally submitted: no network peer to name */
+		buf_printf(&h, "Received: by %s (dakiya, from userid %u ", s->w->cfg->hostname,
+		    s->local_uid);
+		put_sanitised(&h, s->local_user, 64);
+		buf_printf(&h, ")\r\n\tid %s", t->msg->qid);
+	} else {
+		/* RFC 3848 / RFC 6531 protocol names: S = TLS, A = authenticated */
+		char proto[16];
+		snprintf(proto, sizeof proto, "%s%s%s%s", t->smtputf8 ? "UTF8" : "",
+		    s->esmtp ? "ESMTP" : "SMTP", s->tls ? "S" : "", s->auth_user ? "A" : "");
+		buf_puts(&h, "Received: from ");
+		put_sanitised(&h, s->helo ? s->helo : "unknown", HELO_MAX);
+		buf_printf(&h, " (%s%s])", s->ss.ss_family == AF_INET6 ? "[IPv6:" : "[", s->ip);
+		if (s->tls_comment)
+			buf_printf(&h, "\r\n\t(%s)", s->tls_comment);
+		if (s->auth_user && s->w->cfg->submission.received_login) {
+			buf_puts(&h, "\r\n\t(authenticated as ");
+			put_sanitised(&h, s->auth_user, 300);
+			buf_puts(&h, ")");
+		}
+		buf_printf(&h, "\r\n\tby %s (dakiya) with %s id %s", s->w->cfg->hostname, proto,
+		    t->msg->qid);
+	}
 	if (t->nrcpts == 1 && t->first_rcpt && dot_atom_address(t->first_rcpt) &&
 	    strlen(t->first_rcpt) < 300)
 		buf_printf(&h, "\r\n\tfor <%s>", t->first_rcpt);
@@ -320,8 +434,67 @@ static void commit_done(struct accept_msg *m, void *arg)
 	smtp_process(s);
 }
 
-/* Flush staged content to the blob. */
-static void flush_out(struct txn *t)
+/* Submission: the header section is complete in t->out (or the message has
+ * none). Add Date: and Message-ID: when missing (RFC 6409 8.2, 8.3) and check
+ * that every From: address belongs to the authenticated user. */
+static void fix_headers(struct smtp_session *s, struct txn *t)
+{
+	const char *h = t->out.data ? t->out.data : "";
+	size_t hlen = t->hs.done ? (size_t)t->hs.size : t->out.len;
+	struct buf v = BUF_INIT;
+	buf_init(&v, 16384);
+	if (s->auth_user == NULL) {
+		/* a trusted local program: its From: is its own business */
+	} else if (!smtp_header_get(h, hlen, "From", &v, 8192)) {
+		t->from_reply = "554 5.6.0 Message refused: it has no From: header";
+	} else {
+		struct mime_addr_list l;
+		if (mime_addr_list_parse(v.data, v.len, &l) != MIME_ADDR_OK || l.n == 0) {
+			t->from_reply = "554 5.6.0 Message refused: the From: header cannot be parsed";
+		} else {
+			struct buf a = BUF_INIT;
+			for (size_t i = 0; i < l.n && t->from_reply == NULL; i++) {
+				buf_reset(&a);
+				buf_printf(&a, "%s@%s", l.v[i].local, l.v[i].domain);
+				int rc = store_user_owns(s->w->store, s->auth_user, buf_cstr(&a));
+				if (rc == STORE_OK)
+					continue;
+				t->from_reply = rc == STORE_NOTFOUND
+				                    ? "553 5.7.1 From: header address not owned by the "
+				                      "authenticated user"
+				                    : "451 4.3.0 Temporary lookup failure, try again later";
+				free(t->from_detail);
+				t->from_detail = strdup(buf_cstr(&a));
+			}
+			buf_free(&a);
+		}
+		mime_addr_list_free(&l);
+	}
+	struct buf add = BUF_INIT;
+	if (!smtp_header_get(h, hlen, "Message-ID", &v, 998)) {
+		unsigned char r[8];
+		util_random(r, sizeof r);
+		buf_printf(&add, "Message-ID: <%s.%02x%02x%02x%02x%02x%02x%02x%02x@%s>\r\n",
+		    t->msg->qid, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], s->w->cfg->hostname);
+	}
+	if (!smtp_header_get(h, hlen, "Date", &v, 998)) {
+		char date[64];
+		time_t now = (time_t)(t->msg->received_ms / 1000);
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+		buf_printf(&add, "Date: %s\r\n", date);
+	}
+	if (add.len)
+		accept_write(t->msg, add.data, add.len);
+	buf_free(&add);
+	buf_free(&v);
+}
+
+/* Flush staged content to the blob. A submitted message's header section is
+ * held back until it is complete, so that missing Date:/Message-ID: can be
+ * added in front of it and its From: checked (unless final: the end). */
+static void flush_out(struct smtp_session *s, struct txn *t, bool final)
 {
 	if (buf_err(&t->out)) {
 		/* out of memory (the feeding bounds keep it under its cap) */
@@ -330,21 +503,30 @@ static void flush_out(struct txn *t)
 		buf_reset(&t->out);
 		return;
 	}
-	if (!t->hs.done && t->out.len) {
-		smtp_hdr_scan_feed(&t->hs, t->out.data, t->out.len);
+	if (!t->hs.done && t->out.len > t->scanned) {
+		smtp_hdr_scan_feed(&t->hs, t->out.data + t->scanned, t->out.len - t->scanned);
 		if (t->hs.size > t->hdr_limit)
 			t->hdr_too_big = true;
+	}
+	t->scanned = t->out.len;
+	if (t->submission && !t->hdr_fixed) {
+		if (!t->hs.done && !final && !t->hdr_too_big)
+			return; /* hold the header section until it is complete */
+		if (!t->hdr_too_big)
+			fix_headers(s, t);
+		t->hdr_fixed = true;
 	}
 	if (t->out.len) {
 		accept_write(t->msg, t->out.data, t->out.len);
 		buf_reset(&t->out);
+		t->scanned = 0;
 	}
 }
 
 static void start_commit(struct smtp_session *s)
 {
 	struct txn *t = s->tx;
-	flush_out(t);
+	flush_out(s, t, true);
 	if (t->msg->write_errno) {
 		log_err(t->msg->qid, "event=write-failed session=%s error=\"%s\"", s->id,
 		    strerror(t->msg->write_errno));
@@ -370,9 +552,10 @@ static bool begin_message(struct smtp_session *s)
 	}
 	/* content is fed in pieces of at most OUT_FLUSH and flushed at OUT_FLUSH,
 	 * and unstuffing never grows it, so out stays below 2 * OUT_FLUSH */
-	buf_init(&t->out, 2 * OUT_FLUSH + 16);
-	smtp_hdr_scan_init(&t->hs);
 	t->hdr_limit = s->w->cfg->limits.header_size;
+	t->submission = may_relay(s);
+	buf_init(&t->out, (t->submission ? t->hdr_limit : 0) + 2 * OUT_FLUSH + 16);
+	smtp_hdr_scan_init(&t->hs);
 	write_received(s);
 	return true;
 }
@@ -407,6 +590,10 @@ static void cmd_helo(struct smtp_session *s, char *arg, bool esmtp)
 	reply(s, "250-8BITMIME");
 	reply(s, "250-ENHANCEDSTATUSCODES");
 	reply(s, "250-SMTPUTF8");
+	if (tls_offered(s))
+		reply(s, "250-STARTTLS");
+	if (auth_offered(s))
+		reply(s, "250-AUTH PLAIN LOGIN");
 	reply(s, "250 CHUNKING");
 }
 
@@ -430,6 +617,11 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 		reply(s, "421 4.7.0 %s Error: too many messages in one session, reconnect",
 		    c->hostname);
 		close_after_reply(s, "too-many-messages");
+		return;
+	}
+	if (is_submission(s) && !may_relay(s)) {
+		reply(s, "530 5.7.0 Authentication required");
+		count_error(s);
 		return;
 	}
 	struct smtp_mail_args a;
@@ -464,6 +656,8 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 			/* both are stored as received */
 		} else if (util_streq_ci(k, "SMTPUTF8") && v == NULL) {
 			smtputf8 = true;
+		} else if (util_streq_ci(k, "AUTH") && v && auth_offered(s)) {
+			/* RFC 4954 5: accepted; we do not relay the identity on */
 		} else {
 			reply(s, "555 5.5.4 Unsupported parameter %s", log_str(k));
 			count_error(s);
@@ -474,6 +668,33 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 		reply(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
 		count_error(s);
 		return;
+	}
+	if (s->auth_user) {
+		struct buf from = BUF_INIT;
+		if (!a.path.null)
+			buf_printf(&from, "%s@%s", a.path.local, a.path.domain);
+		int rc = a.path.null ? STORE_NOTFOUND
+		                     : store_user_owns(s->w->store, s->auth_user, buf_cstr(&from));
+		if (rc != STORE_OK) {
+			log_info(s->id, "event=reject cmd=MAIL user=%s from=<%s> reason=%s", log_str(s->auth_user),
+			    log_str(buf_cstr(&from)), rc == STORE_NOTFOUND ? "not-owned" : "lookup-failed");
+			if (rc == STORE_NOTFOUND)
+				reply(s, "553 5.7.1 <%s>: Sender address not owned by user %s",
+				    log_str(buf_cstr(&from)), log_str(s->auth_user));
+			else
+				reply(s, "451 4.3.0 Temporary lookup failure, try again later");
+			buf_free(&from);
+			count_error(s);
+			return;
+		}
+		buf_free(&from);
+		if (!server_user_allow(s->w->server, s->auth_user, 1, 0)) {
+			log_warn(s->id, "event=rate-limited user=%s what=messages limit=%u/hour",
+			    log_str(s->auth_user), s->w->cfg->submission.user_messages_per_hour);
+			reply(s, "451 4.7.1 Sending limit reached (%u messages per hour), try again later",
+			    s->w->cfg->submission.user_messages_per_hour);
+			return;
+		}
 	}
 	struct txn *t = calloc(1, sizeof *t);
 	if (t == NULL) {
@@ -566,6 +787,14 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 	case STORE_OK:
 		break;
 	case STORE_NOTLOCAL:
+		if (may_relay(s)) {
+			/* an authenticated user's mail to another domain: queued */
+			r.nremote = 1;
+			r.remote[0] = strdup(buf_cstr(&addr));
+			if (r.remote[0] == NULL)
+				r.nremote = 0;
+			break;
+		}
 		log_info(s->id, "event=reject cmd=RCPT code=550 reason=relay rcpt=%s ip=%s", shown,
 		    s->ip);
 		reply(s, "550 5.7.1 <%s>: Relay access denied", shown);
@@ -584,6 +813,15 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 		log_warn(s->id, "event=lookup-failed rcpt=%s rc=%d", shown, rc);
 		reply(s, "451 4.3.0 <%s>: Temporary lookup failure, try again later", shown);
 		buf_free(&addr);
+		return;
+	}
+	if (s->auth_user && !server_user_allow(s->w->server, s->auth_user, 0, 1)) {
+		store_rcpt_free(&r);
+		buf_free(&addr);
+		log_warn(s->id, "event=rate-limited user=%s what=recipients limit=%u/hour",
+		    log_str(s->auth_user), s->w->cfg->submission.user_recipients_per_hour);
+		reply(s, "451 4.7.1 Sending limit reached (%u recipients per hour), try again later",
+		    s->w->cfg->submission.user_recipients_per_hour);
 		return;
 	}
 	bool ok = true;
@@ -717,10 +955,334 @@ static void cmd_help(struct smtp_session *s, char *arg)
 	reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
 }
 
-static void cmd_not_impl(struct smtp_session *s, char *arg)
+/* ---------------------------------------------------------------- TLS */
+
+/* Put TLS on the connection: over the plain socket bufferevent (STARTTLS,
+ * after the 220 queued on it) or on the bare socket (fd >= 0: implicit TLS).
+ * The session waits in S_TLS for the handshake. */
+static bool start_tls(struct smtp_session *s, int fd)
 {
-	reply(s, "502 5.5.1 Error: command not implemented");
+	SSL *ssl = tls_server_ssl(server_tls(s->w->server));
+	if (ssl == NULL)
+		return false;
+	struct bufferevent *b;
+	if (fd >= 0)
+		b = bufferevent_openssl_socket_new(s->w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		    BEV_OPT_CLOSE_ON_FREE);
+	else
+		b = bufferevent_openssl_filter_new(s->w->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		    BEV_OPT_CLOSE_ON_FREE);
+	if (b == NULL)
+		return false;
+	/* clients often close without close_notify; that is no error for SMTP */
+	bufferevent_openssl_set_allow_dirty_shutdown(b, 1);
+	s->bev = b;
+	bufferevent_setcb(b, on_read, on_write, on_event, s);
+	bufferevent_setwatermark(b, EV_READ, 0, INPUT_HIGH);
+	bufferevent_setwatermark(b, EV_WRITE, OUTPUT_PAUSE / 2, 0);
+	enter_state(s, S_TLS);
+	bufferevent_enable(b, EV_READ | EV_WRITE);
+	return true;
+}
+
+/* The handshake is done: everything learnt before it is forgotten (RFC 3207
+ * 4.2); the client starts again with EHLO. */
+static void tls_established(struct smtp_session *s)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+	s->tls = true;
+	struct buf b = BUF_INIT;
+	tls_describe(ssl, &b);
+	log_info(s->id, "event=tls %s", buf_cstr(&b));
+	buf_reset(&b);
+	tls_received_comment(ssl, &b);
+	free(s->tls_comment);
+	s->tls_comment = buf_err(&b) ? NULL : buf_steal(&b);
+	buf_free(&b);
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = false;
+	txn_reset(s);
+	enter_state(s, S_GREETING);
+	if (s->kind == LISTEN_SUBMISSIONS)
+		reply(s, "220 %s ESMTP dakiya", s->w->cfg->hostname);
+	smtp_process(s);
+}
+
+static void cmd_starttls(struct smtp_session *s, char *arg)
+{
+	if (*arg) {
+		reply(s, "501 5.5.4 Syntax: STARTTLS");
+		count_error(s);
+		return;
+	}
+	if (s->tls) {
+		reply(s, "503 5.5.1 Error: TLS already active");
+		count_error(s);
+		return;
+	}
+	if (server_tls(s->w->server) == NULL) {
+		reply(s, "502 5.5.1 Error: command not implemented");
+		count_error(s);
+		return;
+	}
+	if (s->tx) {
+		reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+		count_error(s);
+		return;
+	}
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+		/* bytes sent in the clear after STARTTLS would be taken as if they
+		 * came over TLS (the STARTTLS command injection class of bugs) */
+		log_warn(s->id, "event=reject reason=starttls-pipelining ip=%s", s->ip);
+		reply(s, "554 5.5.1 Error: command pipelined after STARTTLS; closing connection");
+		close_after_reply(s, "starttls-pipelining");
+		return;
+	}
+	reply(s, "220 2.0.0 Ready to start TLS");
+	if (!start_tls(s, -1)) {
+		log_err(s->id, "event=tls-failed error=\"cannot set up TLS\"");
+		reply(s, "454 4.7.0 TLS not available due to temporary reason");
+		close_after_reply(s, "tls-setup-failed");
+	}
+}
+
+/* ---------------------------------------------------------------- AUTH */
+
+static void auth_reset(struct smtp_session *s)
+{
+	s->auth_step = AUTH_NONE;
+	if (s->auth_login.data)
+		explicit_bzero(s->auth_login.data, s->auth_login.alloc);
+	buf_free(&s->auth_login);
+}
+
+/* Back to commands after an AUTH exchange. */
+static void auth_resume(struct smtp_session *s)
+{
+	auth_reset(s);
+	enter_state(s, S_READY);
+	bufferevent_enable(s->bev, EV_READ);
+	smtp_process(s);
+}
+
+static void auth_delay_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	reply(s, "535 5.7.8 Authentication credentials invalid");
+	if (!count_error(s))
+		return;
+	auth_resume(s);
+}
+
+static void auth_done(struct pwcheck_req *req, void *arg)
+{
+	struct smtp_session *s = arg;
+	s->auth_req = NULL;
+	if (s->dead) {
+		pwcheck_req_free(req);
+		session_free(s);
+		return;
+	}
+	size_t klen;
+	const void *key = peer_key(s, &klen);
+	switch (req->result) {
+	case PWCHECK_OK:
+		free(s->auth_user);
+		s->auth_user = strdup(req->canonical);
+		auth_throttle_success(server_throttle(s->w->server), key, klen);
+		log_info(s->id, "event=auth result=ok user=%s ip=%s", log_str(s->auth_user), s->ip);
+		reply(s, "235 2.7.0 Authentication successful");
+		pwcheck_req_free(req);
+		auth_resume(s);
+		return;
+	case PWCHECK_FAIL: {
+		unsigned ms = auth_throttle_fail(server_throttle(s->w->server), key, klen, time(NULL));
+		log_info(s->id, "event=auth result=failed user=%s ip=%s delay_ms=%u", log_str(req->user),
+		    s->ip, ms);
+		pwcheck_req_free(req);
+		if (s->auth_delay == NULL)
+			s->auth_delay = evtimer_new(s->w->base, auth_delay_cb, s);
+		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+		if (s->auth_delay == NULL || evtimer_add(s->auth_delay, &tv) < 0)
+			auth_delay_cb(-1, 0, s);
+		return; /* still parked in S_AUTH_CHECK until the reply */
+	}
+	case PWCHECK_TEMPFAIL:
+		log_warn(s->id, "event=auth result=tempfail user=%s", log_str(req->user));
+		reply(s, "454 4.7.0 Temporary authentication failure, try again later");
+		pwcheck_req_free(req);
+		auth_resume(s);
+		return;
+	default:
+		abort();
+	}
+}
+
+/* Check user and password off the loop; the session waits. */
+static void auth_check(struct smtp_session *s, const char *user, const char *password)
+{
+	struct pwcheck_req *req = pwcheck_req_new(user, password);
+	if (req == NULL) {
+		reply(s, "454 4.7.0 Temporary authentication failure, try again later");
+		auth_reset(s);
+		enter_state(s, S_READY);
+		return;
+	}
+	req->q = &s->w->doneq;
+	req->cb = auth_done;
+	req->arg = s;
+	s->auth_req = req;
+	enter_state(s, S_AUTH_CHECK);
+	bufferevent_disable(s->bev, EV_READ);
+	pwcheck_submit(server_pwcheck(s->w->server), req);
+}
+
+/* A SASL decoding problem: the reply for rc (never SASL_OK). */
+static void auth_bad(struct smtp_session *s, enum sasl_rc rc)
+{
+	switch (rc) {
+	case SASL_CANCELLED:
+		reply(s, "501 5.0.0 Authentication cancelled");
+		break;
+	case SASL_TOO_LONG:
+		reply(s, "500 5.5.6 Authentication exchange line is too long");
+		break;
+	case SASL_BAD_BASE64:
+	case SASL_BAD_FORMAT:
+		reply(s, "501 5.5.2 Cannot decode the AUTH response");
+		break;
+	default:
+		abort();
+	}
+	auth_reset(s);
+	enter_state(s, S_READY);
 	count_error(s);
+}
+
+static void auth_plain(struct smtp_session *s, const char *b64, size_t len)
+{
+	struct buf authz = BUF_INIT, authc = BUF_INIT, pw = BUF_INIT;
+	enum sasl_rc rc = sasl_plain_decode(b64, len, &authz, &authc, &pw);
+	if (rc != SASL_OK) {
+		auth_bad(s, rc);
+	} else if (authz.len && !util_streq_ci(buf_cstr(&authz), buf_cstr(&authc))) {
+		/* acting as another user is not supported: a failed login */
+		auth_check(s, buf_cstr(&authz), "");
+	} else {
+		auth_check(s, buf_cstr(&authc), buf_cstr(&pw));
+	}
+	if (pw.data)
+		explicit_bzero(pw.data, pw.alloc);
+	buf_free(&pw);
+	buf_free(&authz);
+	buf_free(&authc);
+}
+
+/* A response line during an AUTH exchange. */
+static void auth_line(struct smtp_session *s, const char *line, size_t len)
+{
+	struct buf v = BUF_INIT;
+	enum sasl_rc rc;
+	switch (s->auth_step) {
+	case AUTH_PLAIN:
+		auth_plain(s, line, len);
+		break;
+	case AUTH_LOGIN_USER:
+		rc = sasl_login_decode(line, len, &s->auth_login);
+		if (rc != SASL_OK) {
+			auth_bad(s, rc);
+			break;
+		}
+		s->auth_step = AUTH_LOGIN_PASS;
+		reply(s, "334 UGFzc3dvcmQ6"); /* "Password:" */
+		break;
+	case AUTH_LOGIN_PASS:
+		rc = sasl_login_decode(line, len, &v);
+		if (rc != SASL_OK)
+			auth_bad(s, rc);
+		else
+			auth_check(s, buf_cstr(&s->auth_login), buf_cstr(&v));
+		break;
+	case AUTH_NONE:
+	default:
+		abort();
+	}
+	if (v.data)
+		explicit_bzero(v.data, v.alloc);
+	buf_free(&v);
+}
+
+static void cmd_auth(struct smtp_session *s, char *arg)
+{
+	if (!is_submission(s)) {
+		reply(s, "502 5.5.1 Error: AUTH is available on the submission ports only");
+		count_error(s);
+		return;
+	}
+	if (s->state == S_GREETING) {
+		reply(s, "503 5.5.1 Error: send EHLO first");
+		count_error(s);
+		return;
+	}
+	if (s->auth_user) {
+		reply(s, "503 5.5.1 Error: already authenticated");
+		count_error(s);
+		return;
+	}
+	if (s->tx) {
+		reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+		count_error(s);
+		return;
+	}
+	if (!auth_offered(s)) {
+		reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+		count_error(s);
+		return;
+	}
+	size_t klen;
+	const void *key = peer_key(s, &klen);
+	if (auth_throttle_blocked(server_throttle(s->w->server), key, klen, time(NULL))) {
+		log_warn(s->id, "event=auth result=blocked ip=%s", s->ip);
+		reply(s, "421 4.7.0 %s Too many failed logins from your address, try again later",
+		    s->w->cfg->hostname);
+		close_after_reply(s, "auth-blocked");
+		return;
+	}
+	char *mech = arg, *ir = strchr(arg, ' ');
+	if (ir) {
+		*ir++ = '\0';
+		while (*ir == ' ')
+			ir++;
+	}
+	if (util_streq_ci(mech, "PLAIN")) {
+		if (ir && *ir) {
+			auth_plain(s, ir, strlen(ir));
+			return;
+		}
+		s->auth_step = AUTH_PLAIN;
+		enter_state(s, S_AUTH);
+		reply(s, "334 ");
+	} else if (util_streq_ci(mech, "LOGIN")) {
+		buf_init(&s->auth_login, SASL_FIELD_MAX + 16);
+		if (ir && *ir) {
+			enum sasl_rc rc = sasl_login_decode(ir, strlen(ir), &s->auth_login);
+			if (rc != SASL_OK) {
+				auth_bad(s, rc);
+				return;
+			}
+			s->auth_step = AUTH_LOGIN_PASS;
+			enter_state(s, S_AUTH);
+			reply(s, "334 UGFzc3dvcmQ6"); /* "Password:" */
+			return;
+		}
+		s->auth_step = AUTH_LOGIN_USER;
+		enter_state(s, S_AUTH);
+		reply(s, "334 VXNlcm5hbWU6"); /* "Username:" */
+	} else {
+		reply(s, "504 5.5.4 Unrecognized authentication type");
+		count_error(s);
+	}
 }
 
 static void cmd_http(struct smtp_session *s, char *arg)
@@ -756,8 +1318,8 @@ static const struct smtp_cmd_entry cmd_table[SMTP_CMD__COUNT] = {
     [SMTP_CMD_VRFY] = {SMTP_CMD_VRFY, "VRFY", cmd_vrfy},
     [SMTP_CMD_EXPN] = {SMTP_CMD_EXPN, "EXPN", cmd_expn},
     [SMTP_CMD_HELP] = {SMTP_CMD_HELP, "HELP", cmd_help},
-    [SMTP_CMD_STARTTLS] = {SMTP_CMD_STARTTLS, "STARTTLS", cmd_not_impl},
-    [SMTP_CMD_AUTH] = {SMTP_CMD_AUTH, "AUTH", cmd_not_impl},
+    [SMTP_CMD_STARTTLS] = {SMTP_CMD_STARTTLS, "STARTTLS", cmd_starttls},
+    [SMTP_CMD_AUTH] = {SMTP_CMD_AUTH, "AUTH", cmd_auth},
     [SMTP_CMD_HTTP] = {SMTP_CMD_HTTP, "HTTP", cmd_http},
 };
 
@@ -770,6 +1332,10 @@ static bool allowed_in_bdat(enum smtp_verb v)
 
 static void handle_line(struct smtp_session *s, char *line, size_t len)
 {
+	if (s->state == S_AUTH) {
+		auth_line(s, line, len);
+		return;
+	}
 	if (!smtp_line_ok_max(line, len, s->w->cfg->limits.line_length)) {
 		reply(s, "500 5.5.2 Error: bad characters in command line");
 		count_error(s);
@@ -804,7 +1370,16 @@ static void finish_data(struct smtp_session *s)
 		count_error(s);
 		return;
 	}
-	flush_out(t);
+	flush_out(s, t, true);
+	if (t->from_reply) {
+		log_info(t->msg->qid, "event=reject session=%s user=%s reason=from-header from=%s reply=\"%.3s\"",
+		    s->id, log_str(s->auth_user), log_str(t->from_detail), t->from_reply);
+		reply(s, "%s", t->from_reply);
+		txn_reset(s);
+		enter_state(s, S_READY);
+		count_error(s);
+		return;
+	}
 	if (t->hdr_too_big) {
 		log_info(t->msg->qid, "event=reject session=%s code=552 reason=header-size", s->id);
 		reply(s, "552 5.3.4 Message header section exceeds the limit of %" PRIu64 " bytes",
@@ -842,13 +1417,22 @@ static void chunk_done(struct smtp_session *s)
 		count_error(s);
 		return;
 	}
-	flush_out(s->tx);
+	flush_out(s, s->tx, s->bdat_last);
 	if (s->tx->hdr_too_big) {
 		/* this chunk and the rest of the transaction fail */
 		s->tx->failed = true;
 		s->tx->fail_reply = "552 5.3.4 Message header section exceeds the limit";
 		s->bdat_reply = s->tx->fail_reply;
 		chunk_done(s);
+		return;
+	}
+	if (s->bdat_last && s->tx->from_reply) {
+		log_info(s->tx->msg->qid, "event=reject session=%s user=%s reason=from-header from=%s",
+		    s->id, log_str(s->auth_user), log_str(s->tx->from_detail));
+		reply(s, "%s", s->tx->from_reply);
+		txn_reset(s);
+		enter_state(s, S_READY);
+		count_error(s);
 		return;
 	}
 	if (!s->bdat_last) {
@@ -872,7 +1456,7 @@ static void after_content(struct smtp_session *s)
 		buf_reset(&t->out);
 	}
 	if (t->out.len >= OUT_FLUSH || buf_err(&t->out))
-		flush_out(t);
+		flush_out(s, t, false);
 	if (t->hdr_too_big)
 		s->in.discard = true;
 }
@@ -883,7 +1467,8 @@ static void smtp_process(struct smtp_session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	for (;;) {
-		if (s->state == S_COMMIT || s->state == S_CLOSING)
+		if (s->state == S_COMMIT || s->state == S_CLOSING || s->state == S_TLS ||
+		    s->state == S_AUTH_CHECK)
 			return;
 		if (evbuffer_get_length(bufferevent_get_output(s->bev)) > OUTPUT_PAUSE) {
 			/* the peer does not read its replies: wait for the output to drain */
@@ -939,12 +1524,39 @@ static void smtp_process(struct smtp_session *s)
 
 static void on_read(struct bufferevent *bev, void *arg) { smtp_process(arg); }
 
+/* Closing: everything queued has left (for STARTTLS sessions, also the
+ * encrypted bytes in the socket bufferevent under the TLS filter). */
+static bool output_flushed(struct smtp_session *s)
+{
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+		return false;
+	struct bufferevent *u = bufferevent_get_underlying(s->bev);
+	return u == NULL || evbuffer_get_length(bufferevent_get_output(u)) == 0;
+}
+
+static void close_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	static const struct timeval tick = {0, 10000};
+	/* give a slow peer up to 10 s to take the last reply */
+	if (output_flushed(s) || ++s->close_polls > 1000) {
+		session_free(s);
+		return;
+	}
+	evtimer_add(s->close_timer, &tick);
+}
+
 static void on_write(struct bufferevent *bev, void *arg)
 {
 	struct smtp_session *s = arg;
 	if (s->state == S_CLOSING) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+			return;
+		if (output_flushed(s)) {
 			session_free(s);
+			return;
+		}
+		arm_close_check(s);
 		return;
 	}
 	if (s->output_paused && evbuffer_get_length(bufferevent_get_output(bev)) < OUTPUT_PAUSE / 2) {
@@ -957,6 +1569,22 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_session *s = arg;
+	if (s->state == S_TLS) {
+		if (what & BEV_EVENT_CONNECTED) {
+			tls_established(s);
+			return;
+		}
+		unsigned long e = bufferevent_get_openssl_error(bev);
+		char msg[256] = "connection closed";
+		if (e)
+			ERR_error_string_n(e, msg, sizeof msg);
+		else if (what & BEV_EVENT_TIMEOUT)
+			snprintf(msg, sizeof msg, "timeout");
+		log_info(s->id, "event=tls-failed ip=%s error=\"%s\"", s->ip, msg);
+		s->end_reason = "tls-handshake-failed";
+		session_free(s);
+		return;
+	}
 	if ((what & BEV_EVENT_TIMEOUT) && s->state != S_CLOSING) {
 		log_info(s->id, "event=timeout state=%s", state_name(s->state));
 		reply(s, "421 4.4.2 %s Error: timeout exceeded", s->w->cfg->hostname);
@@ -965,8 +1593,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	}
 	if (s->end_reason == NULL)
 		s->end_reason = (what & BEV_EVENT_EOF) ? "eof" : "error";
-	if (s->state == S_COMMIT) {
-		/* the commit callback still points at us: free there */
+	if (s->state == S_COMMIT || s->auth_req != NULL) {
+		/* the commit or password-check callback still points at us: free there */
 		s->dead = true;
 		bufferevent_disable(bev, EV_READ | EV_WRITE);
 		return;
@@ -980,12 +1608,61 @@ static void session_free(struct smtp_session *s)
 	    s->end_reason ? s->end_reason : "closed", state_name(s->state), s->nmessages,
 	    s->nerrors);
 	txn_reset(s);
+	auth_reset(s);
+	if (s->auth_delay)
+		event_free(s->auth_delay);
+	if (s->close_timer)
+		event_free(s->close_timer);
+	free(s->auth_user);
+	free(s->local_user);
+	free(s->tls_comment);
+	if (s->tls && s->end_reason &&
+	    (strcmp(s->end_reason, "quit") == 0 || strcmp(s->end_reason, "eof") == 0))
+		/* a clean end keeps the TLS session resumable by the client's next connection */
+		tls_shutdown(bufferevent_openssl_get_ssl(s->bev));
 	bufferevent_free(s->bev);
 	server_conn_release(s->w->server, &s->ss);
 	s->w->nsessions--;
 	free(s->helo);
 	smtp_input_free(&s->in);
 	free(s);
+}
+
+/* Who is on the other end of the local socket, and may they submit? false:
+ * refused (the reply is queued). */
+static bool local_peer(struct smtp_session *s, int fd)
+{
+	struct ucred cr;
+	socklen_t len = sizeof cr;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+		reply(s, "421 4.3.0 Cannot identify the local user");
+		return false;
+	}
+	char pwbuf[4096];
+	struct passwd pw, *res = NULL;
+	const char *name = NULL;
+	char uidname[32];
+	if (getpwuid_r(cr.uid, &pw, pwbuf, sizeof pwbuf, &res) == 0 && res != NULL) {
+		name = res->pw_name;
+	} else {
+		snprintf(uidname, sizeof uidname, "#%u", (unsigned)cr.uid);
+		name = uidname;
+	}
+	bool ok = false;
+	for (char **u = s->w->cfg->local.users; u && *u && !ok; u++)
+		ok = strcmp(*u, "*") == 0 || strcmp(*u, name) == 0;
+	if (!ok) {
+		log_warn(s->id, "event=reject reason=local-user-not-allowed user=%s uid=%u",
+		    log_str(name), (unsigned)cr.uid);
+		reply(s, "554 5.7.1 Local user %s may not submit mail (see local.users in the "
+		         "configuration)",
+		    log_str(name));
+		return false;
+	}
+	s->local_user = strdup(name);
+	s->local_uid = (unsigned)cr.uid;
+	log_info(s->id, "event=local-user user=%s uid=%u", log_str(name), s->local_uid);
+	return s->local_user != NULL;
 }
 
 void smtp_session_start(struct worker *w, int fd, const struct sockaddr_storage *ss,
@@ -1001,11 +1678,26 @@ void smtp_session_start(struct worker *w, int fd, const struct sockaddr_storage 
 	s->ss = *ss;
 	s->kind = kind;
 	util_session_id(s->id);
-	if (ss->ss_family == AF_INET6)
+	if (ss->ss_family == AF_UNIX)
+		snprintf(s->ip, sizeof s->ip, "local");
+	else if (ss->ss_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, s->ip, sizeof s->ip);
 	else
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, s->ip, sizeof s->ip);
 	smtp_input_init(&s->in, w->cfg->limits.line_length);
+	if (kind == LISTEN_SUBMISSIONS) {
+		w->nsessions++;
+		log_info(s->id, "event=connect ip=%s listener=submissions", s->ip);
+		if (!start_tls(s, fd)) {
+			log_err(s->id, "event=tls-failed error=\"cannot set up TLS\"");
+			w->nsessions--;
+			close(fd);
+			server_conn_release(w->server, ss);
+			smtp_input_free(&s->in);
+			free(s);
+		}
+		return;
+	}
 	s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->bev == NULL) {
 		close(fd);
@@ -1021,14 +1713,16 @@ void smtp_session_start(struct worker *w, int fd, const struct sockaddr_storage 
 	s->state = S_GREETING;
 	enter_state(s, S_GREETING);
 	log_info(s->id, "event=connect ip=%s listener=%s", s->ip,
-	    kind == LISTEN_SMTP ? "smtp" : kind == LISTEN_SUBMISSION ? "submission" : "submissions");
+	    kind == LISTEN_SMTP         ? "smtp"
+	    : kind == LISTEN_SUBMISSION ? "submission"
+	    : kind == LISTEN_LOCAL      ? "local"
+	                                : "submissions");
+	if (kind == LISTEN_LOCAL && !local_peer(s, fd)) {
+		bufferevent_enable(s->bev, EV_WRITE);
+		close_after_reply(s, "local-user-refused");
+		return;
+	}
 	reply(s, "220 %s ESMTP dakiya", w->cfg->hostname);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
-void smtp_sessions_shutdown(struct worker *w)
-{
-	/* Sessions end on their own as the loop stops; nothing is pending once the
-	 * accept path has drained. */
-	(void)w;
-}

@@ -20,8 +20,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DAKIYA = os.environ.get("DAKIYA_BIN") or str(ROOT / "build" / "dakiya")
 
-# 127.0.0.20 .. 127.0.0.250: one address per server started in this run
-_ips = itertools.cycle(range(20, 251))
+# 127.0.0.20 .. 127.0.0.250: one address per server started in this run,
+# starting at a place that depends on the process, so that two test runs on
+# one machine rarely pick the same address at the same time
+_start = 20 + os.getpid() % 231
+_ips = itertools.cycle(list(range(_start, 251)) + list(range(20, _start)))
 
 SMTP_PORT = 2525
 
