@@ -7,7 +7,12 @@
  *   --json                                           machine-readable output
  * Everything else is left, in order, for the command, which receives
  * argv[0] = its own name.
+ *
+ * Invoked through a link whose name is "sendmail" (argv[0]'s basename), the
+ * program is "dakiya sendmail" with the rest of the line as its arguments
+ * (the global options still apply), so it can be /usr/sbin/sendmail.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,11 +33,11 @@ static const struct command commands[] = {
     {"alias", cmd_alias, cli_help_alias},
     {"mailbox", cmd_mailbox, cli_help_mailbox},
     {"queue", cmd_queue, cli_help_queue},
+    {"sendmail", cmd_sendmail, cli_help_sendmail},
 };
 
 /* In the contract but not in this version yet: say so instead of "unknown". */
-static const char *const planned[] = {
-    "dkim", "dns", "mx", "check", "spf", "trace", "store", "sendmail"};
+static const char *const planned[] = {"dkim", "dns", "mx", "check", "spf", "trace", "store"};
 
 const char cli_help_main[] =
     "NAME\n"
@@ -66,6 +71,8 @@ const char cli_help_main[] =
     "                        the messages in a user's folder, or one message's bytes\n"
     "    queue list|show|retry|hold|release|delete [ID] [--all]\n"
     "                        the messages waiting for other domains (not delivered yet)\n"
+    "    sendmail [-t] [-i] [-f SENDER] [-F NAME] [RECIPIENT...]\n"
+    "                        send a message from standard input, as sendmail does\n"
     "\n"
     "    Run 'dakiya COMMAND --help' (or 'dakiya help COMMAND') for its manual.\n"
     "\n"
@@ -169,13 +176,31 @@ static int help_command(struct cli *cli, int argc, char **argv)
 	return c->run(cli, 2, av);
 }
 
+/* Was the program started under the name "sendmail" (a link to it)? */
+static bool invoked_as_sendmail(const char *argv0)
+{
+	if (argv0 == NULL)
+		return false;
+	const char *base = strrchr(argv0, '/');
+	return strcmp(base ? base + 1 : argv0, "sendmail") == 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli cli;
 	cli_init(&cli);
+	bool as_sendmail = invoked_as_sendmail(argv[0]);
 	int rc = strip_globals(&cli, &argc, argv);
 	if (rc != 0)
 		return rc;
+	if (as_sendmail) {
+		static char sendmail_name[] = "sendmail";
+		argv[0] = sendmail_name;
+		log_set_level(LOG_WARN);
+		rc = cmd_sendmail(&cli, argc, argv);
+		cli_free(&cli);
+		return rc;
+	}
 
 	if (argc < 2)
 		return cli_fail("no command given; run 'dakiya --help' for the list of commands");
