@@ -487,11 +487,15 @@ static void print_result(struct cli *cli, const struct qs_opts *o, const char *c
 	    "  3. Send it a message as another domain's server would, and look:\n"
 	    "       swaks --server %s:%u --from someone@example.org --to postmaster@%s\n"
 	    "       dakiya -c %s mailbox list postmaster@%s\n"
-	    "     (this version is the MX; submission, IMAP and POP3 come in later versions)\n",
+	    "     and send as postmaster through submission (STARTTLS, then AUTH):\n"
+	    "       swaks --server %s:%u --tls --auth-user postmaster@%s --from postmaster@%s \\\n"
+	    "             --to postmaster@%s   (asks for the password)\n"
+	    "     (IMAP and POP3 come in later versions)\n",
 	    o->domain, o->dev ? " (development mode)" : "", conf, data_dir, hostname, o->domain,
 	    password, tls->cert != NULL ? tls->cert : "not set up (see below)",
 	    tls->self_signed ? " (self-signed)" : "", conf, o->domain, conf, conf, o->domain,
-	    o->domain, o->domain, host, o->dev ? 2525u : 25u, o->domain, conf, o->domain);
+	    o->domain, o->domain, host, o->dev ? 2525u : 25u, o->domain, conf, o->domain, host,
+	    o->dev ? 2587u : 587u, o->domain, o->domain, o->domain);
 	if (o->dev)
 		buf_printf(&out,
 		    "  4. Other development instances deliver to this one at %s:2525; this\n"
