@@ -313,6 +313,15 @@ static void txn_reset(struct smtp_session *s)
 	s->tx = NULL;
 }
 
+/* The message of this transaction was refused (the reply is queued): drop
+ * it, back to the ready state; the refusal counts as a client error. */
+static void txn_refused(struct smtp_session *s)
+{
+	txn_reset(s);
+	enter_state(s, S_READY);
+	count_error(s);
+}
+
 /* Add str to a set of strings (exact compare); false on OOM. */
 static bool set_add(char ***v, size_t *n, size_t *a, const char *str)
 {
@@ -1365,9 +1374,7 @@ static void finish_data(struct smtp_session *s)
 		    dp->bare_lf ? "lf" : "cr", s->ip);
 		reply(s, "554 5.6.0 Message refused: bare %s in message data; lines must end with CRLF",
 		    dp->bare_lf ? "LF" : "CR");
-		txn_reset(s);
-		enter_state(s, S_READY);
-		count_error(s);
+		txn_refused(s);
 		return;
 	}
 	flush_out(s, t, true);
@@ -1375,27 +1382,21 @@ static void finish_data(struct smtp_session *s)
 		log_info(t->msg->qid, "event=reject session=%s user=%s reason=from-header from=%s reply=\"%.3s\"",
 		    s->id, log_str(s->auth_user), log_str(t->from_detail), t->from_reply);
 		reply(s, "%s", t->from_reply);
-		txn_reset(s);
-		enter_state(s, S_READY);
-		count_error(s);
+		txn_refused(s);
 		return;
 	}
 	if (t->hdr_too_big) {
 		log_info(t->msg->qid, "event=reject session=%s code=552 reason=header-size", s->id);
 		reply(s, "552 5.3.4 Message header section exceeds the limit of %" PRIu64 " bytes",
 		    t->hdr_limit);
-		txn_reset(s);
-		enter_state(s, S_READY);
-		count_error(s);
+		txn_refused(s);
 		return;
 	}
 	if (dp->size > c->limits.message_size) {
 		log_info(t->msg->qid, "event=reject session=%s code=552 reason=size size=%" PRIu64,
 		    s->id, dp->size);
 		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
-		txn_reset(s);
-		enter_state(s, S_READY);
-		count_error(s);
+		txn_refused(s);
 		return;
 	}
 	start_commit(s);
@@ -1430,9 +1431,7 @@ static void chunk_done(struct smtp_session *s)
 		log_info(s->tx->msg->qid, "event=reject session=%s user=%s reason=from-header from=%s",
 		    s->id, log_str(s->auth_user), log_str(s->tx->from_detail));
 		reply(s, "%s", s->tx->from_reply);
-		txn_reset(s);
-		enter_state(s, S_READY);
-		count_error(s);
+		txn_refused(s);
 		return;
 	}
 	if (!s->bdat_last) {
