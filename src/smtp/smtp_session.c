@@ -1011,6 +1011,9 @@ static void tls_established(struct smtp_session *s)
 	free(s->helo);
 	s->helo = NULL;
 	s->esmtp = false;
+	/* RFC 3207 4.2: nothing learnt in the clear survives, a login included */
+	free(s->auth_user);
+	s->auth_user = NULL;
 	txn_reset(s);
 	enter_state(s, S_GREETING);
 	if (s->kind == LISTEN_SUBMISSIONS)
@@ -1581,6 +1584,16 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 			snprintf(msg, sizeof msg, "timeout");
 		log_info(s->id, "event=tls-failed ip=%s error=\"%s\"", s->ip, msg);
 		s->end_reason = "tls-handshake-failed";
+		/* let OpenSSL's alert (e.g. protocol_version) reach the client: under
+		 * STARTTLS it waits in the socket bufferevent below the TLS filter */
+		struct bufferevent *u = bufferevent_get_underlying(bev);
+		if (u != NULL && !(what & (BEV_EVENT_EOF | BEV_EVENT_TIMEOUT))) {
+			enter_state(s, S_CLOSING);
+			bufferevent_disable(bev, EV_READ | EV_WRITE);
+			bufferevent_enable(u, EV_WRITE);
+			arm_close_check(s);
+			return;
+		}
 		session_free(s);
 		return;
 	}
