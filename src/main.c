@@ -34,10 +34,11 @@ static const struct command commands[] = {
     {"mailbox", cmd_mailbox, cli_help_mailbox},
     {"queue", cmd_queue, cli_help_queue},
     {"sendmail", cmd_sendmail, cli_help_sendmail},
+    {"mx", cmd_mx, cli_help_mx},
 };
 
 /* In the contract but not in this version yet: say so instead of "unknown". */
-static const char *const planned[] = {"dkim", "dns", "mx", "check", "spf", "trace", "store"};
+static const char *const planned[] = {"dkim", "dns", "check", "spf", "trace", "store"};
 
 const char cli_help_main[] =
     "NAME\n"
@@ -73,6 +74,7 @@ const char cli_help_main[] =
     "                        the messages waiting for other domains (not delivered yet)\n"
     "    sendmail [-t] [-i] [-f SENDER] [-F NAME] [RECIPIENT...]\n"
     "                        send a message from standard input, as sendmail does\n"
+    "    mx DOMAIN [--json]  the mail servers of a domain, by preference, with addresses\n"
     "\n"
     "    Run 'dakiya COMMAND --help' (or 'dakiya help COMMAND') for its manual.\n"
     "\n"

@@ -373,3 +373,205 @@ def conn(server):
     for c in conns:
         c.close()
     assert server.alive(), "server died during the test; log:\n" + server.log_text()[-4000:]
+
+
+# ---------------------------------------------------------------- real DNS
+
+UNBOUND = os.environ.get("UNBOUND_BIN") or "/usr/sbin/unbound"
+DNS_PORT = 5354  # not 53 (root only), not 5353 (mDNS)
+
+
+def dns_probe(ip, port, name=".", qtype=6, timeout=0.5):
+    """Send one raw DNS query over UDP; the response's RCODE, or None when
+    nothing answered. (No DNS library needed: readiness and sanity checks.)"""
+    qid = os.getpid() & 0xFFFF
+    q = qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+    for label in name.strip(".").split("."):
+        if label:
+            q += bytes([len(label)]) + label.encode()
+    q += b"\x00" + qtype.to_bytes(2, "big") + b"\x00\x01"
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.sendto(q, (ip, port))
+            r = s.recv(4096)
+        except OSError:
+            return None
+    if len(r) < 12 or r[:2] != q[:2]:
+        return None
+    return r[3] & 0x0F
+
+
+def _udp_free(ip, port):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((ip, port))
+            return True
+        except OSError:
+            return False
+
+
+class DnsServer:
+    """A real `unbound` in the foreground on a loopback address, answering
+    only from local data: the test zones, NXDOMAIN for every other name
+    (`local-zone: "." static`), so no query ever leaves the machine.
+
+        dns = DnsServer(dir, {"example.test": ["example.test. 300 IN MX 10 mx.example.test.",
+                                               "mx.example.test. 300 IN A 127.0.0.2"]})
+        dns.start(); dns.addr  -> "127.0.0.37@5354", for `resolver = "..."`
+
+    zones maps a zone name to its records in zone-file syntax (absolute
+    names); each zone is a `static` local zone, so a name in it without the
+    asked type is NODATA and an unknown name NXDOMAIN. servfail lists names
+    (zones) whose every query fails at once with SERVFAIL, for
+    temporary-failure tests: their stub zone points at a second interface of
+    the same unbound (PORT + 1) that refuses every query. set_records() replaces the
+    data and restarts unbound (no unbound-control needed)."""
+
+    def __init__(self, base, zones=None, servfail=(), ip=None, port=DNS_PORT):
+        self.dir = Path(base)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.conf = self.dir / "unbound.conf"
+        self.log = self.dir / "unbound.log"
+        self.port = port
+        self.ip = ip
+        for _ in range(231):
+            if self.ip is not None and _udp_free(self.ip, self.port) and \
+                    _udp_free(self.ip, self.port + 1):
+                break
+            self.ip = next_ip()
+        self.zones = dict(zones or {})
+        self.servfail = list(servfail)
+        self.proc = None
+        self.logf = None
+        self._write()
+
+    @property
+    def addr(self):
+        """The resolver setting for dakiya.conf: "IP@PORT"."""
+        return "%s@%d" % (self.ip, self.port)
+
+    def conf_line(self):
+        return 'resolver = "%s"' % self.addr
+
+    @staticmethod
+    def _quote(rr):
+        if '"' not in rr:
+            return '"%s"' % rr
+        assert "'" not in rr, "a record cannot hold both quote characters: %r" % rr
+        return "'%s'" % rr
+
+    def _write(self):
+        d = str(self.dir)
+        lines = [
+            "server:",
+            "  verbosity: 1",
+            "  interface: %s" % self.ip,
+            "  port: %d" % self.port,
+            "  interface: %s@%d" % (self.ip, self.port + 1),
+            "  interface-action: %s@%d refuse" % (self.ip, self.port + 1),
+            "  do-ip4: yes",
+            "  do-ip6: %s" % ("yes" if ":" in self.ip else "no"),
+            "  do-udp: yes",
+            "  do-tcp: yes",
+            "  access-control: 127.0.0.0/8 allow",
+            "  access-control: ::1/128 allow",
+            '  username: ""',
+            '  chroot: ""',
+            '  directory: "%s"' % d,
+            '  pidfile: "%s"' % (self.dir / "unbound.pid"),
+            "  use-syslog: no",
+            '  logfile: ""',
+            "  num-threads: 1",
+            "  so-reuseport: no",
+            '  module-config: "iterator"',
+            "  do-not-query-localhost: no",
+            "  cache-max-ttl: 0",
+            "  cache-max-negative-ttl: 0",
+            '  local-zone: "." static',
+        ]
+        for name in self.servfail:
+            name = name.rstrip(".") + "."
+            lines.append('  local-zone: "%s" transparent' % name)
+        for zone, records in self.zones.items():
+            lines.append('  local-zone: "%s." static' % zone.rstrip("."))
+            for rr in records:
+                lines.append("  local-data: %s" % self._quote(rr))
+        for name in self.servfail:
+            # the refusing interface: SERVFAIL at once (a closed port would
+            # only time out, slowly: unbound retries as if packets were lost)
+            lines += ["stub-zone:", '  name: "%s."' % name.rstrip("."),
+                      "  stub-addr: %s@%d" % (self.ip, self.port + 1)]
+        lines += ["remote-control:", "  control-enable: no", ""]
+        self.conf.write_text("\n".join(lines))
+
+    def start(self, timeout=15.0):
+        assert self.proc is None, "unbound already running"
+        self.logf = open(self.log, "ab")
+        self.proc = subprocess.Popen([UNBOUND, "-d", "-c", str(self.conf)],
+                                     stdout=self.logf, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                self.logf.close()
+                self.proc = None
+                raise RuntimeError("unbound exited; log:\n" + self.log_text()[-4000:])
+            if dns_probe(self.ip, self.port) is not None:
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("unbound does not answer on %s; log:\n%s" % (self.addr, self.log_text()[-4000:]))
+
+    def stop(self):
+        """Stop unbound (queries then fail: the port is closed)."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.logf.close()
+            self.proc = None
+
+    def set_records(self, zones, servfail=None):
+        """Replace all zones (and optionally the SERVFAIL names); restart if
+        running."""
+        running = self.proc is not None
+        self.stop()
+        self.zones = dict(zones)
+        if servfail is not None:
+            self.servfail = list(servfail)
+        self._write()
+        if running:
+            self.start()
+        return self
+
+    def add_records(self, zone, records):
+        """Add records to a zone (created if new); restart if running."""
+        zones = dict(self.zones)
+        zones[zone] = list(zones.get(zone, [])) + list(records)
+        return self.set_records(zones)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self):
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def make_dns(tmp_path):
+    """make_dns(zones, servfail=(), start=True) -> a running DnsServer; all
+    are stopped after the test."""
+    servers = []
+
+    def make(zones=None, servfail=(), start=True):
+        d = DnsServer(tmp_path / ("dns%d" % len(servers)), zones, servfail)
+        servers.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in servers:
+        d.stop()
