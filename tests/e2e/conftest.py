@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ _start = 20 + os.getpid() % 231
 _ips = itertools.cycle(list(range(_start, 251)) + list(range(20, _start)))
 
 SMTP_PORT = 2525
+SUBMISSION_PORT = 2587   # STARTTLS
+SUBMISSIONS_PORT = 2465  # implicit TLS
 
 
 def next_ip():
@@ -46,16 +49,36 @@ def wait_port(ip, port, timeout=20.0, proc=None):
     raise RuntimeError("nothing listening on %s:%d" % (ip, port))
 
 
-class Server:
-    """One dakiya instance: config, store, a running `serve` process."""
+def make_cert(cert, key, cn, keytype="ec"):
+    """A self-signed certificate for cn (openssl req -x509): EC P-256 by
+    default (fast to make), or "rsa" (RSA 2048)."""
+    newkey = (["-newkey", "rsa:2048"] if keytype == "rsa" else
+              ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+    subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-sha256", "-days", "30",
+                    "-subj", "/CN=%s" % cn, "-addext", "subjectAltName=DNS:%s" % cn,
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
 
-    def __init__(self, base, domain="example.test", limits=None, extra=""):
+
+class Server:
+    """One dakiya instance: config, store, a running `serve` process.
+
+    tls=True: a self-signed certificate (tls/cert.pem, tls/key.pem in the
+    server's directory, CN = the hostname) in `tls { }`, and the submission
+    (STARTTLS, port 2587) and submissions (implicit TLS, 2465) listeners on
+    the server's address besides smtp."""
+
+    def __init__(self, base, domain="example.test", limits=None, extra="", tls=False,
+                 workers=2):
         self.dir = Path(base)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.domain = domain
         self.ip = next_ip()
         self.port = SMTP_PORT
         self.hostname = "mail." + domain
+        self.tls = tls
+        self.cert = self.dir / "tls" / "cert.pem"
+        self.key = self.dir / "tls" / "key.pem"
         self.conf = self.dir / "dakiya.conf"
         self.log = self.dir / "serve.log"
         self.proc = None
@@ -64,14 +87,21 @@ class Server:
         lines = [
             'hostname = "%s"' % self.hostname,
             'data_dir = "%s"' % (self.dir / "data"),
-            "workers = 2",
+            "workers = %d" % workers,
             "listen {",
             '  smtp = {"%s:%d"}' % (self.ip, self.port),
-            "}",
-            "limits {",
         ]
+        if tls:
+            lines += ['  submission = {"%s:%d"}' % (self.ip, SUBMISSION_PORT),
+                      '  submissions = {"%s:%d"}' % (self.ip, SUBMISSIONS_PORT)]
+        lines += ["}", "limits {"]
         lines += ["  %s = %s" % (k, v) for k, v in lim.items()]
-        lines += ["}", extra]
+        lines += ["}"]
+        if tls:
+            self.cert.parent.mkdir(exist_ok=True)
+            make_cert(self.cert, self.key, self.hostname)
+            lines += ['tls {', '  cert = "%s"' % self.cert, '  key = "%s"' % self.key, '}']
+        lines += [extra]
         self.conf.write_text("\n".join(lines) + "\n")
         self.cli("domain", "add", domain)
 
@@ -112,10 +142,33 @@ class Server:
 
     # ---- process
     def start(self):
-        self.logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([DAKIYA, "-c", str(self.conf), "serve"],
-                                     stdout=self.logf, stderr=subprocess.STDOUT)
+        for attempt in range(5):
+            self.logf = open(self.log, "ab")
+            offset = self.logf.tell()
+            self.proc = subprocess.Popen([DAKIYA, "-c", str(self.conf), "serve"],
+                                         stdout=self.logf, stderr=subprocess.STDOUT)
+            # ready, or gone: a port taken by another test run on this machine
+            # is only seen in the log (connecting would reach the other server)
+            deadline = time.time() + 20
+            while self.proc.poll() is None and time.time() < deadline:
+                with open(self.log, "rb") as f:
+                    f.seek(offset)
+                    if b"event=ready" in f.read():
+                        break
+                time.sleep(0.02)
+            if self.proc.poll() is None or getattr(self, "_started", False) or \
+                    b"Address already in use" not in self.log.read_bytes()[offset:]:
+                break
+            # first start only: move to another address (listeners only) and retry
+            self.proc.wait()
+            self.logf.close()
+            old, self.ip = self.ip, next_ip()
+            self.conf.write_text(self.conf.read_text().replace('"%s:' % old, '"%s:' % self.ip))
+        self._started = True
         wait_port(self.ip, self.port, proc=self.proc)
+        if self.tls:
+            wait_port(self.ip, SUBMISSION_PORT, proc=self.proc)
+            wait_port(self.ip, SUBMISSIONS_PORT, proc=self.proc)
         return self
 
     def stop(self, sig=signal.SIGTERM):
@@ -143,8 +196,10 @@ class Server:
 def make_server(tmp_path):
     servers = []
 
-    def make(domain="example.test", users=("alice", "bob"), limits=None, extra="", start=True):
-        s = Server(tmp_path / ("srv%d" % len(servers)), domain, limits, extra)
+    def make(domain="example.test", users=("alice", "bob"), limits=None, extra="", start=True,
+             tls=False, workers=2):
+        s = Server(tmp_path / ("srv%d" % len(servers)), domain, limits, extra, tls=tls,
+                   workers=workers)
         for u in users:
             s.add_user("%s@%s" % (u, domain))
         servers.append(s)
@@ -261,8 +316,8 @@ def module_server(tmp_path_factory):
     servers = []
 
     def make(domain="example.test", users=("alice", "bob"), limits=None, extra="", start=True,
-             pool=0):
-        s = Server(tmp_path_factory.mktemp("msrv"), domain, limits, extra)
+             pool=0, tls=False):
+        s = Server(tmp_path_factory.mktemp("msrv"), domain, limits, extra, tls=tls)
         for u in users:
             s.add_user("%s@%s" % (u, domain))
         s.pool = []
@@ -285,6 +340,16 @@ class Conn:
                                              source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.f = self.sock.makefile("rb")
+
+    def starttls(self, context=None, **kw):
+        """Put TLS on the connection (after a 220 to STARTTLS, or at once
+        on an implicit-TLS port). Returns the SSLSocket."""
+        if context is None:
+            context = ssl._create_unverified_context()
+        self.f.close()
+        self.sock = context.wrap_socket(self.sock, **kw)
+        self.f = self.sock.makefile("rb")
+        return self.sock
 
     def reply(self):
         lines = []
@@ -309,7 +374,7 @@ class Conn:
         self.sock.settimeout(timeout)
         try:
             return self.sock.recv(1) == b""
-        except (ConnectionResetError, BrokenPipeError):
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
             return True
 
     def close(self):
