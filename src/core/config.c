@@ -181,18 +181,20 @@ static bool valid_ip(const char *s)
 	return inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1;
 }
 
-bool config_valid_resolver(const char *s)
+/* One forwarder: IP or IP@PORT. */
+static bool valid_forwarder(const char *s, size_t len)
 {
-	if (s == NULL || *s == '\0')
+	char item[INET6_ADDRSTRLEN + 8];
+	if (len == 0 || len >= sizeof item)
 		return false;
-	if (strcmp(s, "system") == 0)
-		return true;
+	memcpy(item, s, len);
+	item[len] = '\0';
 	char ip[INET6_ADDRSTRLEN + 1];
-	const char *at = strchr(s, '@');
-	size_t n = at ? (size_t)(at - s) : strlen(s);
+	const char *at = strchr(item, '@');
+	size_t n = at ? (size_t)(at - item) : strlen(item);
 	if (n == 0 || n >= sizeof ip)
 		return false;
-	memcpy(ip, s, n);
+	memcpy(ip, item, n);
 	ip[n] = '\0';
 	if (!valid_ip(ip))
 		return false;
@@ -208,6 +210,29 @@ bool config_valid_resolver(const char *s)
 		p = p * 10 + (unsigned long)(*c - '0');
 	}
 	return p <= 65535;
+}
+
+/* "system", or one or more forwarders IP[@PORT] separated by commas and/or
+ * spaces. */
+bool config_valid_resolver(const char *s)
+{
+	if (s == NULL || *s == '\0')
+		return false;
+	if (strcmp(s, "system") == 0)
+		return true;
+	size_t items = 0;
+	for (const char *p = s; *p;) {
+		while (*p == ',' || *p == ' ')
+			p++;
+		if (*p == '\0')
+			break;
+		size_t n = strcspn(p, ", ");
+		if (!valid_forwarder(p, n))
+			return false;
+		items++;
+		p += n;
+	}
+	return items > 0;
 }
 
 bool config_valid_hostname(const char *s)

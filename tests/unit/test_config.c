@@ -392,6 +392,12 @@ static void test_syntax_helpers(void **state)
 	assert_false(config_valid_resolver("@53"));
 	assert_false(config_valid_resolver("127.0.0.1@"));
 	assert_false(config_valid_resolver("127.0.0.1@99999"));
+	/* several forwarders, separated by commas and/or spaces */
+	assert_true(config_valid_resolver("127.0.0.53@5353, 127.0.0.54@5353"));
+	assert_true(config_valid_resolver("127.0.0.53 ::1@53"));
+	assert_false(config_valid_resolver("127.0.0.53@5353, dns.example"));
+	assert_false(config_valid_resolver(" , "));
+	assert_false(config_valid_resolver("system, 127.0.0.53"));
 	assert_true(config_valid_hostname("mail.example.test"));
 	assert_true(config_valid_hostname("localhost"));
 	assert_true(config_valid_hostname("xn--bcher-kva.example"));
