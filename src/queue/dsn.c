@@ -36,6 +36,7 @@
 #define ADDR_MAX 512    /* envelope addresses longer than this are refused */
 #define SUBJECT_MAX 200 /* bytes of the original Subject quoted */
 #define BOUNDARY_TRIES 16
+#define ID_TOKEN_MAX 255 /* bytes of queue id and host name in Message-ID */
 
 /* ---- characters ---- */
 
@@ -818,11 +819,11 @@ static bool contains(const char *hay, size_t n, const char *needle)
 	return memmem(hay, n, needle, strlen(needle)) != NULL;
 }
 
-/* Letters, digits, '.', '-' as they are, anything else as '-': for
- * Message-ID's parts. */
+/* Letters, digits, '.', '-' as they are, anything else as '-', at most
+ * ID_TOKEN_MAX of them: for Message-ID's parts (a field we do not fold). */
 static void put_id_token(struct buf *b, const char *s)
 {
-	for (; *s != '\0'; s++)
+	for (size_t n = 0; *s != '\0' && n < ID_TOKEN_MAX; s++, n++)
 		buf_putc(b, is_alnum((unsigned char)*s) || *s == '.' || *s == '-' ? *s : '-');
 }
 

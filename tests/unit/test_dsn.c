@@ -838,6 +838,16 @@ static void test_injection(void **state)
 	assert_has(&out, "Original-Envelope-Id: id X-Evil: envid\r\n");
 	assert_has(&out, "Diagnostic-Code: smtp; 550 no --evil Content-Type: text/html <b>x</b>");
 
+	/* an absurd queue id cannot make an over-long Message-ID line */
+	char qid[3000];
+	memset(qid, 'q', sizeof(qid) - 1);
+	qid[sizeof(qid) - 1] = '\0';
+	m.queue_id = qid;
+	buf_reset(&out);
+	assert_int_equal(dsn_build(&m, &r, 1, &out), DSN_OK);
+	check_wellformed(&out, 3);
+	m.queue_id = "q";
+
 	/* headers of the original are data inside part 3, not ours */
 	m.ret = DSN_RET_FULL;
 	buf_reset(&out);
