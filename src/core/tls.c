@@ -686,3 +686,119 @@ out:
 	ERR_clear_error();
 	return rc;
 }
+
+/* -------------------------------------------------------------- client */
+
+struct tls_client {
+	SSL_CTX *ctx;
+};
+
+struct tls_client *tls_client_new(struct buf *err)
+{
+	struct tls_client *t = calloc(1, sizeof *t);
+	if (t == NULL) {
+		buf_puts(err, "out of memory");
+		return NULL;
+	}
+	ERR_clear_error();
+	t->ctx = SSL_CTX_new(TLS_client_method());
+	if (t->ctx == NULL || SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION) != 1 ||
+	    SSL_CTX_set_max_proto_version(t->ctx, TLS1_3_VERSION) != 1) {
+		buf_puts(err, "cannot create a TLS client context");
+		put_ssl_reason(err);
+		SSL_CTX_free(t->ctx);
+		free(t);
+		return NULL;
+	}
+	/* IGNORE_UNEXPECTED_EOF: see ctx_new_with_policy; SMTP frames its own data */
+	SSL_CTX_set_options(
+	    t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS);
+	/* Opportunistic: verify for the record, never abort the handshake. A
+	 * missing CA store only makes every peer "not verified". */
+	if (SSL_CTX_set_default_verify_paths(t->ctx) != 1)
+		ERR_clear_error();
+	SSL_CTX_set_verify(t->ctx, SSL_VERIFY_NONE, NULL);
+	return t;
+}
+
+void tls_client_free(struct tls_client *t)
+{
+	if (t == NULL)
+		return;
+	SSL_CTX_free(t->ctx);
+	free(t);
+}
+
+SSL *tls_client_ssl(struct tls_client *t, const char *host)
+{
+	SSL *ssl = SSL_new(t->ctx);
+	if (ssl == NULL) {
+		ERR_clear_error();
+		return NULL;
+	}
+	if (host != NULL && host[0] != '\0' && valid_dns_name(host)) {
+		/* SNI and the name the verification result is about */
+		if (SSL_set_tlsext_host_name(ssl, host) != 1 || SSL_set1_host(ssl, host) != 1) {
+			ERR_clear_error();
+			SSL_free(ssl);
+			return NULL;
+		}
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	}
+	return ssl;
+}
+
+/* Copy at most n - 1 bytes of s into out (NUL-terminated). */
+static void copy_str(char *out, size_t n, const char *s, size_t len)
+{
+	if (len >= n)
+		len = n - 1;
+	memcpy(out, s, len);
+	out[len] = '\0';
+}
+
+void tls_client_peer(SSL *ssl, struct tls_peer *out)
+{
+	memset(out, 0, sizeof *out);
+	const SSL_CIPHER *c = ssl != NULL ? SSL_get_current_cipher(ssl) : NULL;
+	if (c == NULL || !SSL_is_init_finished(ssl))
+		return;
+	const char *v = SSL_get_version(ssl);
+	copy_str(out->version, sizeof out->version, v, strlen(v));
+	const char *cn = SSL_CIPHER_get_name(c);
+	copy_str(out->cipher, sizeof out->cipher, cn, strlen(cn));
+	int alg_bits = 0;
+	out->bits = SSL_CIPHER_get_bits(c, &alg_bits);
+
+	X509 *x = SSL_get0_peer_certificate(ssl);
+	if (x == NULL) {
+		copy_str(out->verify_error, sizeof out->verify_error, "no peer certificate", 19);
+		return;
+	}
+	long vr = SSL_get_verify_result(ssl);
+	out->verified = vr == X509_V_OK;
+	if (!out->verified) {
+		const char *e = X509_verify_cert_error_string(vr);
+		copy_str(out->verify_error, sizeof out->verify_error, e, strlen(e));
+	}
+	char name[256];
+	int n = X509_NAME_get_text_by_NID(
+	    X509_get_subject_name(x), NID_commonName, name, (int)sizeof name);
+	if (n > 0) {
+		copy_str(out->name, sizeof out->name, name, (size_t)n);
+		return;
+	}
+	GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	for (int i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+		if (g->type == GEN_DNS) {
+			const ASN1_IA5STRING *s = g->d.dNSName;
+			copy_str(out->name, sizeof out->name,
+			    (const char *)ASN1_STRING_get0_data(s), (size_t)ASN1_STRING_length(s));
+			break;
+		}
+	}
+	GENERAL_NAMES_free(gens);
+	ERR_clear_error();
+}

@@ -65,4 +65,38 @@ void tls_received_comment(SSL *ssl, struct buf *out);
 int tls_make_self_signed(const char *hostname, const char *cert_file, const char *key_file,
     unsigned days, struct buf *err);
 
+/* ---- client side (outbound SMTP, STARTTLS) ----
+ *
+ * Policy: TLS 1.2 and 1.3, OpenSSL's default ciphers, no compression, no
+ * renegotiation, SNI. MX TLS is opportunistic (RFC 3207, RFC 7435): the
+ * handshake never fails because of the peer's certificate (SSL_VERIFY_NONE),
+ * but the chain is still checked against the system CA store and the MX
+ * host name, and tls_client_peer() reports the verdict so that logs and the
+ * journey can say "verified" or why not. Nothing here is a trust decision;
+ * DANE or MTA-STS, when added, turn the verdict into one. */
+struct tls_client;
+
+/* A client context with the policy above; NULL with the reason in err. */
+struct tls_client *tls_client_new(struct buf *err);
+void tls_client_free(struct tls_client *t); /* accepts NULL */
+/* A client-side SSL for one connection to host (the MX name: sent as SNI
+ * and checked against the certificate; NULL or "" for neither).
+ * Thread-safe. NULL on error (out of memory). */
+SSL *tls_client_ssl(struct tls_client *t, const char *host);
+
+/* What a finished client handshake established, for logs and the journey. */
+struct tls_peer {
+	char version[16];      /* "TLSv1.3" */
+	char cipher[64];       /* "TLS_AES_256_GCM_SHA384" */
+	int bits;              /* symmetric key bits */
+	bool verified;         /* chain verified against the system CA store and
+	                        * the host name given to tls_client_ssl() matched */
+	char verify_error[96]; /* why not verified ("self-signed certificate"), "" if verified */
+	char name[256];        /* the certificate's subject CN, else its first DNS SAN; ""
+	                        * if none; peer-supplied: escape before logging */
+};
+/* Fill out for an established connection (all empty/false if ssl is NULL
+ * or the handshake has not finished). */
+void tls_client_peer(SSL *ssl, struct tls_peer *out);
+
 #endif
