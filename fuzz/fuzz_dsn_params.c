@@ -202,10 +202,15 @@ static void check_dsn(const struct buf *b, bool have_msg)
 	CHECK(hend != NULL);
 	check_lines(s, hend + 2, hdr_names);
 
-	/* the report */
-	const char *rep = strstr(s, "Content-Type: message/delivery-status\r\n\r\n");
+	/* the report, found by its part header (the text may quote anything) */
+	char rep_start[256];
+	snprintf(rep_start, sizeof(rep_start),
+	    "%sContent-Description: Delivery report\r\n"
+	    "Content-Type: message/delivery-status\r\n\r\n",
+	    delim);
+	const char *rep = strstr(s, rep_start);
 	CHECK(rep != NULL);
-	rep += strlen("Content-Type: message/delivery-status\r\n\r\n");
+	rep += strlen(rep_start);
 	const char *rend = strstr(rep, delim);
 	if (rend == NULL) {
 		snprintf(delim, sizeof(delim), "\r\n--%s--\r\n", bnd);
