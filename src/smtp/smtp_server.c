@@ -612,7 +612,18 @@ out_workers:
 		store_close(srv.workers[i].store);
 out:
 	accept_stop(srv.accept);
+	pwcheck_pool_free(srv.pw);
+	auth_throttle_free(srv.throttle);
+	tls_server_free(srv.tls);
+	for (size_t i = 0; i < srv.nlisteners; i++)
+		evconnlistener_free(srv.listeners[i].lev);
 	free(srv.listeners);
+	if (srv.sig_int)
+		event_free(srv.sig_int);
+	if (srv.sig_term)
+		event_free(srv.sig_term);
+	if (srv.sig_hup)
+		event_free(srv.sig_hup);
 	if (srv.base)
 		event_base_free(srv.base);
 	buf_free(&err);
