@@ -195,6 +195,66 @@ int store_queue_release(struct store *st, const char *id);
  * `dakiya store check` reports. STORE_NOTFOUND if id is not queued. */
 int store_queue_delete(struct store *st, const char *id);
 
+/* ---- the delivery thread's side of the queue ----
+ * One delivery thread works the queue. store_queue_due() only reads: the
+ * caller keeps the ids it is working on in memory (so a restart tries them
+ * again at once: at worst a message goes twice, never not at all). */
+struct store_due_rcpt {
+	char *rcpt;
+	char *notify; /* DSN NOTIFY as stored ("FAILURE,DELAY"), NULL if not given */
+	char *orcpt;  /* DSN ORCPT as stored ("rfc822;a+40b"), NULL if not given */
+	int64_t attempts;
+};
+struct store_due {
+	char *id;
+	char *path;   /* the blob file */
+	char *sender; /* "" for <> */
+	char *envid;  /* NULL if none */
+	char *ret;    /* "FULL", "HDRS" or NULL */
+	uint64_t size;
+	time_t created;
+	int64_t attempts;
+	bool warned;                  /* a delay warning was sent */
+	struct store_due_rcpt *rcpts; /* the PENDING recipients only, in order */
+	size_t nrcpts;
+};
+/* Up to max entries that are not held, have pending recipients and
+ * next_attempt <= now, oldest first, into *out (free with store_due_free).
+ * *n may be 0. */
+int store_queue_due(struct store *st, time_t now, size_t max, struct store_due **out, size_t *n);
+void store_due_free(struct store_due *d, size_t n); /* accepts NULL */
+
+struct store_rcpt_update {
+	const char *rcpt;
+	const char *status; /* "sent", "failed" or "pending" */
+	const char *reply;  /* the last reply (or our reason); NULL keeps the old one */
+};
+struct store_event_rec {
+	const char *kind; /* "attempt", "sent", "deferred", "bounced", ... */
+	const char *rcpt; /* may be NULL */
+	const char *text; /* key=value details; may be NULL */
+};
+struct store_attempt {
+	const char *id;
+	const struct store_rcpt_update *rcpts; /* each one's attempts + 1 */
+	size_t nrcpts;
+	time_t next_attempt;
+	const char *last_error; /* NULL keeps the old one */
+	bool warned;            /* mark the delay warning as sent */
+	const struct store_event_rec *events;
+	size_t nevents;
+};
+/* Record one delivery attempt of entry a->id in ONE transaction: the
+ * recipients' status and reply, the entry's attempts + 1, next_attempt,
+ * last_error, and the events. If no recipient is pending any more the entry
+ * is removed (as store_queue_finish) and *removed (may be NULL) says so.
+ * STORE_NOTFOUND if the entry is gone (deleted by the admin meanwhile). */
+int store_queue_attempt(struct store *st, const struct store_attempt *a, bool *removed);
+/* Remove entry id if none of its recipients is pending: its rows, its blob
+ * row and file unless a mailbox message still uses them. *removed (may be
+ * NULL) says whether it did. STORE_NOTFOUND if id is not queued. */
+int store_queue_finish(struct store *st, const char *id, bool *removed);
+
 /* ---- reading mailboxes ---- */
 enum store_flag {
 	STORE_FLAG_SEEN = 1,

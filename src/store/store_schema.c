@@ -131,6 +131,9 @@ static const char schema_v1[] =
 
 const struct store_migration store_migrations[] = {
     {"initial schema", schema_v1},
+    /* the delivery thread sends at most one delay warning per entry */
+    {"queue: delay warning sent",
+        "ALTER TABLE queue ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;"},
 };
 
 const size_t store_nmigrations = sizeof store_migrations / sizeof store_migrations[0];

@@ -90,6 +90,10 @@ enum stmt_id {
 	Q_QUEUE_RELEASE,
 	Q_QUEUE_DELETE,
 	Q_BLOB_DEL_UNUSED,
+	Q_QUEUE_DUE,
+	Q_QUEUE_RCPT_SET,
+	Q_QUEUE_ATTEMPT,
+	Q_QUEUE_PENDING,
 	Q__COUNT
 };
 
@@ -182,6 +186,23 @@ static const char *const stmt_sql[Q__COUNT] = {
     [Q_BLOB_DEL_UNUSED] = "DELETE FROM blobs WHERE id = ?1"
                           " AND NOT EXISTS (SELECT 1 FROM messages WHERE blob = ?1)"
                           " AND NOT EXISTS (SELECT 1 FROM queue WHERE blob = ?1)",
+    /* due entries (?1 now, ?2 how many) with their pending recipients */
+    [Q_QUEUE_DUE] = "SELECT q.id, q.blob, q.sender, q.envid, q.ret, q.size, q.created,"
+                    " q.attempts, q.warned, r.rcpt, r.notify, r.orcpt, r.attempts"
+                    " FROM queue q JOIN queue_rcpts r ON r.queue_id = q.id"
+                    " WHERE r.status = 'pending' AND q.id IN (SELECT q2.id FROM queue q2"
+                    " WHERE q2.held = 0 AND q2.next_attempt <= ?1 AND EXISTS (SELECT 1"
+                    " FROM queue_rcpts r2 WHERE r2.queue_id = q2.id AND r2.status = 'pending')"
+                    " ORDER BY q2.created, q2.id LIMIT ?2)"
+                    " ORDER BY q.created, q.id, r.id",
+    [Q_QUEUE_RCPT_SET] = "UPDATE queue_rcpts SET status = ?3, last_reply = coalesce(?4,"
+                         " last_reply), attempts = attempts + 1"
+                         " WHERE queue_id = ?1 AND rcpt = ?2",
+    [Q_QUEUE_ATTEMPT] = "UPDATE queue SET attempts = attempts + 1, next_attempt = ?2,"
+                        " last_error = coalesce(?3, last_error), warned = warned OR ?4"
+                        " WHERE id = ?1",
+    [Q_QUEUE_PENDING] = "SELECT count(*) FROM queue_rcpts WHERE queue_id = ?1"
+                        " AND status = 'pending'",
 };
 
 struct store {
@@ -1944,5 +1965,247 @@ int store_queue_delete(struct store *st, const char *id)
 		log_warn(id, "store: cannot remove blob path=%s error=\"%s\"",
 		    log_str(buf_cstr(&path)), strerror(errno));
 	buf_free(&path);
+	return STORE_OK;
+}
+
+/* ---- the delivery thread's side ---- */
+
+static char *col_dup_null(sqlite3_stmt *s, int i)
+{
+	return sqlite3_column_type(s, i) == SQLITE_NULL ? NULL : col_dup(s, i);
+}
+
+void store_due_free(struct store_due *d, size_t n)
+{
+	if (d == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(d[i].id);
+		free(d[i].path);
+		free(d[i].sender);
+		free(d[i].envid);
+		free(d[i].ret);
+		for (size_t j = 0; j < d[i].nrcpts; j++) {
+			free(d[i].rcpts[j].rcpt);
+			free(d[i].rcpts[j].notify);
+			free(d[i].rcpts[j].orcpt);
+		}
+		free(d[i].rcpts);
+	}
+	free(d);
+}
+
+int store_queue_due(struct store *st, time_t now, size_t max, struct store_due **out, size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	if (max == 0)
+		return STORE_OK;
+	sqlite3_stmt *s = q_get(st, Q_QUEUE_DUE);
+	if (s == NULL)
+		return STORE_ERR;
+	sqlite3_bind_int64(s, 1, (int64_t)now);
+	sqlite3_bind_int64(s, 2, (int64_t)max);
+	struct store_due *d = calloc(max, sizeof *d);
+	size_t nd = 0;
+	int ret = d ? STORE_OK : STORE_ERR, rc = SQLITE_DONE;
+	struct buf path = BUF_INIT;
+	while (ret == STORE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *rid = (const char *)sqlite3_column_text(s, 0);
+		if (nd == 0 || strcmp(d[nd - 1].id, rid ? rid : "") != 0) {
+			if (nd == max)
+				break; /* cannot happen: LIMIT */
+			struct store_due *e = &d[nd++];
+			e->id = col_dup(s, 0);
+			e->sender = col_dup(s, 2);
+			e->envid = col_dup_null(s, 3);
+			e->ret = col_dup_null(s, 4);
+			e->size = (uint64_t)sqlite3_column_int64(s, 5);
+			e->created = (time_t)sqlite3_column_int64(s, 6);
+			e->attempts = sqlite3_column_int64(s, 7);
+			e->warned = sqlite3_column_int(s, 8) != 0;
+			const char *blob = (const char *)sqlite3_column_text(s, 1);
+			if (e->id == NULL || e->sender == NULL) {
+				ret = STORE_ERR;
+			} else if (!blob_id_valid(blob)) {
+				set_err(st, "queue due: invalid blob id");
+				ret = STORE_ERR;
+			} else if ((ret = blob_path(st, blob, &path, false)) == STORE_OK &&
+			           (e->path = strdup(buf_cstr(&path))) == NULL) {
+				ret = STORE_ERR;
+			}
+		}
+		struct store_due *e = &d[nd - 1];
+		struct store_due_rcpt *p = realloc(e->rcpts, (e->nrcpts + 1) * sizeof *p);
+		if (p == NULL) {
+			ret = STORE_ERR;
+			break;
+		}
+		e->rcpts = p;
+		struct store_due_rcpt *r = &p[e->nrcpts++];
+		r->rcpt = col_dup(s, 9);
+		r->notify = col_dup_null(s, 10);
+		r->orcpt = col_dup_null(s, 11);
+		r->attempts = sqlite3_column_int64(s, 12);
+		if (r->rcpt == NULL)
+			ret = STORE_ERR;
+	}
+	if (ret == STORE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+		ret = db_fail(st, sqlite3_extended_errcode(st->db), "queue due");
+	else if (ret == STORE_ERR && buf_cstr(&st->err)[0] == '\0')
+		set_err(st, "queue due: out of memory");
+	q_done(st, Q_QUEUE_DUE, s);
+	buf_free(&path);
+	if (ret != STORE_OK) {
+		store_due_free(d, nd);
+		return ret;
+	}
+	if (nd == 0) {
+		free(d);
+		d = NULL;
+	}
+	*out = d;
+	*n = nd;
+	return STORE_OK;
+}
+
+/* Inside a transaction: remove entry id if nothing is pending; *unused_blob
+ * says whether its blob row went too. */
+static int queue_finish_tx(struct store *st, const char *id, bool *removed, bool *unused_blob)
+{
+	*removed = *unused_blob = false;
+	sqlite3_stmt *s = q_get(st, Q_QUEUE_PENDING);
+	if (s == NULL)
+		return STORE_ERR;
+	bind_str(s, 1, id);
+	int rc = sqlite3_step(s);
+	int64_t pending = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+	q_done(st, Q_QUEUE_PENDING, s);
+	if (pending < 0)
+		return db_fail(st, sqlite3_extended_errcode(st->db), "queue pending");
+	if (pending > 0)
+		return STORE_OK;
+	if ((s = q_get(st, Q_QUEUE_DELETE)) == NULL)
+		return STORE_ERR;
+	bind_str(s, 1, id);
+	rc = q_run(st, s);
+	bool gone = sqlite3_changes(st->db) > 0;
+	q_done(st, Q_QUEUE_DELETE, s);
+	if (rc != SQLITE_OK)
+		return db_fail(st, rc, "queue finish");
+	if (!gone)
+		return STORE_NOTFOUND;
+	*removed = true;
+	if ((s = q_get(st, Q_BLOB_DEL_UNUSED)) == NULL)
+		return STORE_ERR;
+	bind_str(s, 1, id);
+	rc = q_run(st, s);
+	*unused_blob = rc == SQLITE_OK && sqlite3_changes(st->db) > 0;
+	q_done(st, Q_BLOB_DEL_UNUSED, s);
+	return rc == SQLITE_OK ? STORE_OK : db_fail(st, rc, "blob delete");
+}
+
+/* After the commit: unlink the blob file nothing uses any more. */
+static void blob_unlink(struct store *st, const char *id)
+{
+	struct buf path = BUF_INIT;
+	if (blob_path(st, id, &path, false) == STORE_OK && unlink(buf_cstr(&path)) != 0 &&
+	    errno != ENOENT)
+		log_warn(id, "store: cannot remove blob path=%s error=\"%s\"",
+		    log_str(buf_cstr(&path)), strerror(errno));
+	buf_free(&path);
+}
+
+int store_queue_attempt(struct store *st, const struct store_attempt *a, bool *removed)
+{
+	if (removed != NULL)
+		*removed = false;
+	if (a == NULL || !blob_id_valid(a->id))
+		return STORE_INVALID;
+	for (size_t i = 0; i < a->nrcpts; i++) {
+		const char *x = a->rcpts[i].status;
+		if (a->rcpts[i].rcpt == NULL || x == NULL ||
+		    (strcmp(x, "sent") != 0 && strcmp(x, "failed") != 0 &&
+		        strcmp(x, "pending") != 0)) {
+			set_err(st, "queue attempt: invalid recipient update %zu", i);
+			return STORE_INVALID;
+		}
+	}
+	int64_t ms = util_now_ms();
+	int ret = tx_begin(st);
+	if (ret != STORE_OK)
+		return ret;
+	sqlite3_stmt *s = q_get(st, Q_QUEUE_ATTEMPT);
+	if (s == NULL) {
+		ret = STORE_ERR;
+	} else {
+		bind_str(s, 1, a->id);
+		sqlite3_bind_int64(s, 2, (int64_t)a->next_attempt);
+		if (a->last_error != NULL)
+			bind_str(s, 3, a->last_error);
+		sqlite3_bind_int(s, 4, a->warned ? 1 : 0);
+		int rc = q_run(st, s);
+		if (rc != SQLITE_OK)
+			ret = db_fail(st, rc, "queue attempt");
+		else if (sqlite3_changes(st->db) == 0)
+			ret = STORE_NOTFOUND;
+		q_done(st, Q_QUEUE_ATTEMPT, s);
+	}
+	for (size_t i = 0; ret == STORE_OK && i < a->nrcpts; i++) {
+		if ((s = q_get(st, Q_QUEUE_RCPT_SET)) == NULL) {
+			ret = STORE_ERR;
+			break;
+		}
+		bind_str(s, 1, a->id);
+		bind_str(s, 2, a->rcpts[i].rcpt);
+		bind_str(s, 3, a->rcpts[i].status);
+		if (a->rcpts[i].reply != NULL)
+			bind_str(s, 4, a->rcpts[i].reply);
+		int rc = q_run(st, s);
+		if (rc != SQLITE_OK)
+			ret = db_fail(st, rc, "queue rcpt update");
+		q_done(st, Q_QUEUE_RCPT_SET, s);
+	}
+	for (size_t i = 0; ret == STORE_OK && i < a->nevents; i++)
+		ret = event_add(
+		    st, a->id, ms, a->events[i].kind, a->events[i].rcpt, a->events[i].text);
+	bool gone = false, unused = false;
+	if (ret == STORE_OK)
+		ret = queue_finish_tx(st, a->id, &gone, &unused);
+	if (ret == STORE_OK)
+		ret = tx_commit(st);
+	if (ret != STORE_OK) {
+		tx_rollback(st);
+		return ret;
+	}
+	if (unused)
+		blob_unlink(st, a->id);
+	if (removed != NULL)
+		*removed = gone;
+	return STORE_OK;
+}
+
+int store_queue_finish(struct store *st, const char *id, bool *removed)
+{
+	if (removed != NULL)
+		*removed = false;
+	if (!blob_id_valid(id))
+		return STORE_INVALID;
+	int ret = tx_begin(st);
+	if (ret != STORE_OK)
+		return ret;
+	/* nothing pending and no row to delete: not queued (STORE_NOTFOUND) */
+	bool gone = false, unused = false;
+	ret = queue_finish_tx(st, id, &gone, &unused);
+	if (ret == STORE_OK)
+		ret = tx_commit(st);
+	if (ret != STORE_OK) {
+		tx_rollback(st);
+		return ret;
+	}
+	if (unused)
+		blob_unlink(st, id);
+	if (removed != NULL)
+		*removed = gone;
 	return STORE_OK;
 }

@@ -1062,6 +1062,128 @@ static void test_queue(void **state)
 	buf_free(&q.b);
 }
 
+/* The delivery side: due work, recording an attempt, removal when final. */
+static void test_queue_delivery(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = f->st;
+	setup_example(f);
+	char id1[UTIL_QID_LEN + 1], id2[UTIL_QID_LEN + 1], q[256];
+	struct store_delivery d[2];
+	const char *alice[] = {"Alice@example.com"};
+	const char *r1[] = {"x@remote.test", "y@remote.test"};
+	const char *r2[] = {"z@remote.test"};
+	make_delivery(f, &d[0], id1, "one", alice, NULL, 1);
+	d[0].remote = r1;
+	d[0].nremote = 2;
+	make_delivery(f, &d[1], id2, "two", NULL, NULL, 0);
+	d[1].remote = r2;
+	d[1].nremote = 1;
+	assert_int_equal(store_deliver_batch(st, d, 2), STORE_OK);
+	sqlite3 *db = raw_open(f);
+	/* id1 is older than id2 */
+	snprintf(q, sizeof q, "UPDATE queue SET created = created - 10 WHERE id = '%s'", id1);
+	assert_int_equal(sqlite3_exec(db, q, NULL, NULL, NULL), SQLITE_OK);
+	snprintf(q, sizeof q,
+	    "UPDATE queue_rcpts SET notify = 'FAILURE', orcpt = 'rfc822;x@remote.test'"
+	    " WHERE rcpt = 'x@remote.test'");
+	assert_int_equal(sqlite3_exec(db, q, NULL, NULL, NULL), SQLITE_OK);
+
+	struct store_due *due;
+	size_t n;
+	time_t now = time(NULL);
+	assert_int_equal(store_queue_due(st, now, 10, &due, &n), STORE_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(due[0].id, id1);
+	assert_string_equal(due[1].id, id2);
+	assert_string_equal(due[0].sender, "sender@remote.test");
+	assert_null(due[0].envid);
+	assert_false(due[0].warned);
+	assert_int_equal(due[0].nrcpts, 2);
+	assert_string_equal(due[0].rcpts[0].rcpt, "x@remote.test");
+	assert_string_equal(due[0].rcpts[0].notify, "FAILURE");
+	assert_string_equal(due[0].rcpts[0].orcpt, "rfc822;x@remote.test");
+	assert_null(due[0].rcpts[1].notify);
+	assert_int_equal(access(due[0].path, R_OK), 0);
+	store_due_free(due, n);
+	/* the limit takes the oldest; held entries and future ones are not due */
+	assert_int_equal(store_queue_due(st, now, 1, &due, &n), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(due[0].id, id1);
+	store_due_free(due, n);
+	assert_int_equal(store_queue_hold(st, id1), STORE_OK);
+	assert_int_equal(store_queue_due(st, now, 10, &due, &n), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(due[0].id, id2);
+	store_due_free(due, n);
+	assert_int_equal(store_queue_release(st, id1), STORE_OK);
+
+	/* an attempt: x sent, y deferred; next attempt later; events recorded */
+	struct store_rcpt_update u1[] = {
+	    {"x@remote.test", "sent", "250 ok"},
+	    {"y@remote.test", "pending", "451 4.7.1 later"},
+	};
+	struct store_event_rec ev[] = {
+	    {"attempt", NULL, "host=mx.remote.test ip=127.0.0.9 tls=no reply=\"451\""},
+	    {"sent", "x@remote.test", "reply=\"250 ok\""},
+	};
+	struct store_attempt a = {id1, u1, 2, now + 100, "451 4.7.1 later", false, ev, 2};
+	bool removed = true;
+	assert_int_equal(store_queue_attempt(st, &a, &removed), STORE_OK);
+	assert_false(removed);
+	assert_int_equal(store_queue_due(st, now, 10, &due, &n), STORE_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(due[0].id, id2);
+	store_due_free(due, n);
+	assert_int_equal(store_queue_due(st, now + 100, 10, &due, &n), STORE_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(due[0].nrcpts, 1); /* only the pending one */
+	assert_string_equal(due[0].rcpts[0].rcpt, "y@remote.test");
+	assert_int_equal(due[0].rcpts[0].attempts, 1);
+	assert_int_equal(due[0].attempts, 1);
+	store_due_free(due, n);
+	snprintf(q, sizeof q,
+	    "SELECT count(*) FROM queue WHERE id = '%s' AND attempts = 1"
+	    " AND last_error = '451 4.7.1 later'",
+	    id1);
+	assert_int_equal(raw_int(db, q), 1);
+	struct collect c = {BUF_INIT, 0};
+	assert_int_equal(store_event_list(st, id1, collect_event, &c), STORE_OK);
+	assert_non_null(strstr(buf_cstr(&c.b), "attempt: sent:x@remote.test"));
+
+	/* the last one fails: the entry goes, the blob stays (alice has it) */
+	struct store_rcpt_update u2[] = {{"y@remote.test", "failed", "550 no"}};
+	struct store_attempt a2 = {id1, u2, 1, now + 200, NULL, true, NULL, 0};
+	assert_int_equal(store_queue_attempt(st, &a2, &removed), STORE_OK);
+	assert_true(removed);
+	snprintf(q, sizeof q, "SELECT count(*) FROM blobs WHERE id = '%s'", id1);
+	assert_int_equal(raw_int(db, q), 1);
+	assert_int_equal(store_queue_attempt(st, &a2, &removed), STORE_NOTFOUND);
+
+	/* id2 (remote only): final -> the blob row and file go */
+	struct buf p2 = BUF_INIT;
+	assert_int_equal(store_blob_path(st, id2, &p2), STORE_OK);
+	assert_int_equal(store_queue_finish(st, id2, &removed), STORE_OK);
+	assert_false(removed); /* still pending */
+	snprintf(q, sizeof q, "UPDATE queue_rcpts SET status = 'sent' WHERE queue_id = '%s'", id2);
+	assert_int_equal(sqlite3_exec(db, q, NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(store_queue_finish(st, id2, &removed), STORE_OK);
+	assert_true(removed);
+	assert_int_equal(access(buf_cstr(&p2), F_OK), -1);
+	snprintf(q, sizeof q, "SELECT count(*) FROM blobs WHERE id = '%s'", id2);
+	assert_int_equal(raw_int(db, q), 0);
+	assert_int_equal(store_queue_finish(st, id2, &removed), STORE_NOTFOUND);
+	assert_int_equal(store_queue_finish(st, "../x", &removed), STORE_INVALID);
+	struct store_rcpt_update bad[] = {{"y@remote.test", "maybe", NULL}};
+	struct store_attempt a3 = {id1, bad, 1, now, NULL, false, NULL, 0};
+	assert_int_equal(store_queue_attempt(st, &a3, NULL), STORE_INVALID);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM queue"), 0);
+
+	sqlite3_close(db);
+	buf_free(&p2);
+	buf_free(&c.b);
+}
+
 /* store_user_canonical: the address as stored, whatever case it is asked in. */
 static void test_user_canonical(void **state)
 {
@@ -1099,6 +1221,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_user_owns, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_queue_delivery, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
