@@ -464,8 +464,8 @@ static void close_now(struct smtp_client *c, bool clean)
 
 /* Record the connection's outcome (the first one wins) and make every
  * pending recipient TEMPFAIL with reply (a 421 from the peer) or our text. */
-static void record_failure(struct smtp_client *c, enum smtp_client_outcome o,
-    const struct smtp_reply *reply, const char *fmt, va_list ap)
+__attribute__((format(printf, 4, 0))) static void record_failure(struct smtp_client *c,
+    enum smtp_client_outcome o, const struct smtp_reply *reply, const char *fmt, va_list ap)
 {
 	if (c->info.outcome == SMTP_CLIENT_OK) {
 		c->info.outcome = o;
