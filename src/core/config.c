@@ -79,6 +79,11 @@ static const struct int_range {
     {"limits", "messages_per_session", 1, 10000000},
     {"limits", "header_size", 1024, 1L << 30},
     {"delivery", "port", 1, 65535},
+    {"delivery", "scan_interval", 1, 86400},
+    {"delivery", "retry_min", 1, 86400},
+    {"delivery", "retry_max", 1, 7 * 86400},
+    {"delivery", "max_lifetime", 1, 60 * 86400},
+    {"delivery", "delay_warning", 0, 60 * 86400},
     {"submission", "user_messages_per_hour", 1, 10000000},
     {"submission", "user_recipients_per_hour", 1, 100000000},
 };
@@ -447,6 +452,12 @@ static cfg_t *config_schema(void)
 		CFG_INT("port", 25, CFGF_NONE),
 		CFG_STR("source", "", CFGF_NONE),
 		CFG_STR("family", "any", CFGF_NONE),
+		CFG_BOOL("enabled", cfg_true, CFGF_NONE),
+		CFG_INT("scan_interval", 30, CFGF_NONE),
+		CFG_INT("retry_min", 300, CFGF_NONE),
+		CFG_INT("retry_max", 3600, CFGF_NONE),
+		CFG_INT("max_lifetime", 5 * 86400, CFGF_NONE),
+		CFG_INT("delay_warning", 4 * 3600, CFGF_NONE),
 		CFG_END()};
 	static cfg_opt_t submission_opts[] = {
 		CFG_BOOL("plain_auth_loopback", cfg_false, CFGF_NONE),
@@ -637,6 +648,12 @@ static void fill_from_cfg(struct config *cfg, cfg_t *c, const char *base_dir)
 		cfg->delivery.port = cfg->dev ? 2525 : 25;
 	cfg->delivery.source = xstrdup(cfg_getstr(d, "source"));
 	cfg->delivery.family = xstrdup(cfg_getstr(d, "family"));
+	cfg->delivery.enabled = cfg_getbool(d, "enabled");
+	cfg->delivery.scan_interval = getuint(d, "scan_interval");
+	cfg->delivery.retry_min = getuint(d, "retry_min");
+	cfg->delivery.retry_max = getuint(d, "retry_max");
+	cfg->delivery.max_lifetime = getuint(d, "max_lifetime");
+	cfg->delivery.delay_warning = getuint(d, "delay_warning");
 
 	cfg_t *sub = cfg_getsec(c, "submission");
 	cfg->submission.plain_auth_loopback = cfg_getbool(sub, "plain_auth_loopback");

@@ -73,6 +73,12 @@ struct config {
 		unsigned port;  /* default 25 (2525 in --dev) */
 		char *source;   /* local address for outbound connections, "" = any */
 		char *family;   /* "any", "ipv4", "ipv6", "prefer-ipv4", "prefer-ipv6" */
+		bool enabled;           /* run the queue (false: mail stays queued); default true */
+		unsigned scan_interval; /* seconds between queue scans; default 30 */
+		unsigned retry_min;     /* first retry delay, doubling per attempt; default 300 */
+		unsigned retry_max;     /* cap of the retry delay; default 3600 */
+		unsigned max_lifetime;  /* give up and bounce after; default 5 days */
+		unsigned delay_warning; /* warn the sender once after; 0 = never; default 4 h */
 	} delivery;
 	struct {
 		bool plain_auth_loopback;  /* offer AUTH without TLS to loopback clients (tests only) */
