@@ -40,6 +40,8 @@ struct accept_ctx {
 	pthread_t committer;
 	struct store *store;
 	unsigned busy_syncs;      /* sync threads currently working */
+	accept_notify_fn notify;  /* remote recipients committed (under mu) */
+	void *notify_arg;
 };
 
 static void mq_push(struct mq *q, struct accept_msg *m)
@@ -189,6 +191,18 @@ static void commit_batch(struct accept_ctx *ctx, struct accept_msg **ms, size_t 
 			log_err("-", "event=commit-failed messages=%zu rc=%d error=\"%s\"", n, rc,
 			    store_error(ctx->store));
 	}
+	size_t nremote = 0;
+	for (size_t i = 0; i < n && rc == 0; i++)
+		nremote += ms[i]->nremote;
+	if (nremote > 0) {
+		/* before the sessions hear back: a fast test peer must find it queued */
+		pthread_mutex_lock(&ctx->mu);
+		accept_notify_fn fn = ctx->notify;
+		void *fn_arg = ctx->notify_arg;
+		pthread_mutex_unlock(&ctx->mu);
+		if (fn != NULL)
+			fn(fn_arg);
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (sums)
 			for (int k = 0; k < 4; k++)
@@ -275,6 +289,14 @@ void accept_stop(struct accept_ctx *ctx)
 	pthread_cond_destroy(&ctx->commit_cv);
 	pthread_mutex_destroy(&ctx->mu);
 	free(ctx);
+}
+
+void accept_set_notify(struct accept_ctx *ctx, accept_notify_fn fn, void *arg)
+{
+	pthread_mutex_lock(&ctx->mu);
+	ctx->notify = fn;
+	ctx->notify_arg = arg;
+	pthread_mutex_unlock(&ctx->mu);
 }
 
 struct accept_msg *accept_begin(struct store *st)

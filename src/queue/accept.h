@@ -70,6 +70,12 @@ struct accept_ctx *accept_start(const char *data_dir, unsigned sync_threads, str
 /* Finish pending commits, stop the threads, close the store. */
 void accept_stop(struct accept_ctx *ctx);
 
+/* Called (on the committer thread) after a batch with remote recipients is
+ * durable, so that delivery can start at once; fn must be thread-safe and
+ * quick (delivery_notify). NULL turns it off. */
+typedef void (*accept_notify_fn)(void *arg);
+void accept_set_notify(struct accept_ctx *ctx, accept_notify_fn fn, void *arg);
+
 /* Begin a message: new queue id, blob file created (O_EXCL, 0600). NULL on
  * failure with errno set. st is the caller's store connection (for paths). */
 struct accept_msg *accept_begin(struct store *st);

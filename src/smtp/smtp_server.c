@@ -34,6 +34,7 @@
 #include "core/log.h"
 #include "core/tls.h"
 #include "core/util.h"
+#include "queue/delivery.h" /* delivery (issue 4) */
 #include "store/store.h"
 
 #define IP_BUCKETS 4096
@@ -74,6 +75,7 @@ struct server {
 	struct listener *listeners;
 	size_t nlisteners;
 	struct accept_ctx *accept;
+	struct delivery *delivery; /* delivery (issue 4): the queue runner */
 	pthread_mutex_t conn_mu;
 	unsigned nconns;
 	struct ip_count *ips[IP_BUCKETS];
@@ -561,6 +563,17 @@ int smtp_server_run(const struct config *cfg)
 		log_err("-", "event=startup-failed error=\"%s\"", buf_cstr(&err));
 		goto out;
 	}
+	/* delivery (issue 4): the queue runner, woken by the accept path */
+	if (cfg->delivery.enabled) {
+		srv.delivery = delivery_start(cfg, &err);
+		if (srv.delivery == NULL) {
+			log_err("-", "event=startup-failed error=\"%s\"", buf_cstr(&err));
+			goto out;
+		}
+		accept_set_notify(srv.accept, delivery_notify, srv.delivery);
+	} else {
+		log_info("-", "event=delivery-disabled");
+	}
 
 	srv.nworkers = cfg->workers;
 	if (srv.nworkers == 0) {
@@ -602,6 +615,7 @@ int smtp_server_run(const struct config *cfg)
 	}
 	/* pending commits finish here; their sessions are gone */
 	accept_stop(srv.accept);
+	delivery_stop(srv.delivery); /* delivery (issue 4): after the last notify */
 	pwcheck_pool_free(srv.pw);
 	srv.accept = NULL;
 	log_info("-", "event=stopped");
@@ -612,6 +626,7 @@ out_workers:
 		store_close(srv.workers[i].store);
 out:
 	accept_stop(srv.accept);
+	delivery_stop(srv.delivery); /* delivery (issue 4) */
 	pwcheck_pool_free(srv.pw);
 	auth_throttle_free(srv.throttle);
 	tls_server_free(srv.tls);

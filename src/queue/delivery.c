@@ -1,0 +1,970 @@
+/*
+ * delivery.c - the queue runner (see delivery.h).
+ *
+ * Everything below runs on the delivery thread's loop except
+ * delivery_start/stop/notify. Objects:
+ *   job  one queue entry being attempted (its pending recipients, their
+ *        results for this attempt, the events to record);
+ *   dom  the recipients of one job in one domain: a DNS lookup, then one
+ *        connection at a time over the targets.
+ * A job ends when all its doms have; then bounces/warnings are made
+ * durable and the attempt is recorded in one store transaction.
+ */
+#include "queue/delivery.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/tls.h"
+#include "core/util.h"
+#include "dns/dns.h"
+#include "queue/dsn.h"
+#include "smtp/smtp_client.h"
+#include "smtp/smtp_parse.h"
+#include "store/store.h"
+
+#define DELIVERY_SCAN_MAX 64 /* entries taken per scan */
+#define DELIVERY_JOBS_MAX 32 /* entries in progress at once */
+#define REPLY_MAX 1000       /* bytes of a reply kept per recipient */
+
+enum rstate { R_TODO, R_SENT, R_FAILED, R_TEMP };
+
+struct rcpt {
+	const struct store_due_rcpt *due;
+	enum rstate state;
+	unsigned notify; /* DSN_NOTIFY_* (default when not given) */
+	bool notify_given;
+	struct dsn_orcpt orcpt;
+	bool has_orcpt;
+	char esc[SMTP_REPLY_ESC_MAX]; /* status for the DSN */
+	char *reply;                  /* last reply or our reason */
+	char *remote_mta;             /* host that gave it, NULL if none */
+	struct dom *dom;
+};
+
+struct dom {
+	struct job *job;
+	char *name;
+	size_t *idx; /* indices into job->r */
+	size_t n;
+	struct dns_req *req;
+	struct dns_targets *t;
+	size_t host, addr;
+	bool notls; /* the next connection goes without STARTTLS */
+	struct smtp_client *c;
+	struct smtp_client_msg msg;
+	struct smtp_client_rcpt *crcpts;
+	size_t *cidx;     /* crcpts[i] is job->r[cidx[i]] */
+	char *conn_reply; /* what the message got on this connection (for the event) */
+	bool done;
+};
+
+struct job {
+	struct delivery *d;
+	struct store_due *due; /* owned: one element */
+	struct rcpt *r;
+	struct dom *doms;
+	size_t ndoms, doms_left;
+	bool eightbit, smtputf8;
+	enum dsn_ret ret;
+	/* events to record with the attempt */
+	struct store_event_rec *ev;
+	struct buf *evtext;
+	size_t nev;
+	struct job *next;
+};
+
+struct delivery {
+	const struct config *cfg;
+	struct event_base *base;
+	struct event *wake;
+	struct event *timer;
+	struct store *st;
+	struct dns_resolver *dns;
+	struct tls_client *tls;
+	enum dns_family family;
+	struct sockaddr_storage src4, src6;
+	bool has_src4, has_src6;
+	pthread_t thread;
+	struct job *jobs;
+	size_t njobs;
+	bool stopping;
+};
+
+static void job_dom_done(struct dom *m);
+static void dom_try_next(struct dom *m);
+static void scan(struct delivery *d);
+
+static char *xstrdup(const char *s)
+{
+	char *p = strdup(s ? s : "");
+	if (p == NULL)
+		abort();
+	return p;
+}
+
+/* a reply for logs and the store: one line, capped */
+static char *reply_dup(const char *s)
+{
+	size_t n = s ? strnlen(s, REPLY_MAX) : 0;
+	char *p = malloc(n + 1);
+	if (p == NULL)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		p[i] = (s[i] == '\r' || s[i] == '\n') ? ' ' : s[i];
+	p[n] = '\0';
+	return p;
+}
+
+static void rcpt_set(
+    struct rcpt *r, enum rstate st, const char *esc, const char *reply, const char *mta)
+{
+	r->state = st;
+	snprintf(r->esc, sizeof r->esc, "%s", esc ? esc : "");
+	free(r->reply);
+	r->reply = reply_dup(reply);
+	free(r->remote_mta);
+	r->remote_mta = mta ? xstrdup(mta) : NULL;
+}
+
+/* Add an event (kind, rcpt may be NULL) with printf-formatted text. */
+static void job_event(struct job *j, const char *kind, const char *rcpt, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void job_event(struct job *j, const char *kind, const char *rcpt, const char *fmt, ...)
+{
+	struct store_event_rec *e = realloc(j->ev, (j->nev + 1) * sizeof *e);
+	struct buf *t = realloc(j->evtext, (j->nev + 1) * sizeof *t);
+	if (e == NULL || t == NULL)
+		abort();
+	j->ev = e;
+	j->evtext = t;
+	buf_init(&t[j->nev], 8192);
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(&t[j->nev], fmt, ap);
+	va_end(ap);
+	e[j->nev] = (struct store_event_rec){kind, rcpt, NULL};
+	j->nev++;
+}
+
+/* escaped value for key=value text */
+static const char *esc_val(const char *s)
+{
+	return log_str(s ? s : "");
+}
+
+/* ---- connections ---- */
+
+static void on_msg(struct smtp_client *c, const struct smtp_client_result *res, void *arg)
+{
+	struct dom *m = arg;
+	struct job *j = m->job;
+	const struct smtp_client_info *info = res->info;
+	/* the attempt's reply: the first refusal, else the reply to the final dot */
+	const char *what = res->final_reply;
+	for (size_t i = 0; i < res->msg->nrcpts; i++)
+		if (res->rcpts[i].status != SMTP_RCPT_SENT) {
+			what = res->rcpts[i].reply;
+			break;
+		}
+	free(m->conn_reply);
+	m->conn_reply = reply_dup(what);
+	for (size_t i = 0; i < res->msg->nrcpts; i++) {
+		const struct smtp_client_rcpt_result *rr = &res->rcpts[i];
+		struct rcpt *r = &j->r[m->cidx[i]];
+		const char *mta = rr->remote ? info->peer_host : NULL;
+		switch (rr->status) {
+		case SMTP_RCPT_SENT:
+			rcpt_set(r, R_SENT, rr->esc, rr->reply, info->peer_host);
+			break;
+		case SMTP_RCPT_PERMFAIL:
+			rcpt_set(r, R_FAILED, rr->esc, rr->reply, mta);
+			break;
+		case SMTP_RCPT_TEMPFAIL:
+			rcpt_set(r, R_TEMP, rr->esc, rr->reply, mta);
+			break;
+		default:
+			abort();
+		}
+	}
+	smtp_client_quit(c);
+}
+
+static void on_done(struct smtp_client *c, const struct smtp_client_info *info, void *arg)
+{
+	struct dom *m = arg;
+	struct job *j = m->job;
+	const char *tls = info->tls ? info->tlsp.version : "no";
+	const char *what = m->conn_reply ? m->conn_reply : info->last_reply;
+	log_info(j->due->id,
+	    "event=attempt domain=%s host=%s ip=%s port=%u tls=%s verified=%s outcome=%s "
+	    "reply=%s reason=%s",
+	    log_str(m->name), log_str(info->peer_host), info->peer_ip, info->peer_port, tls,
+	    info->tls ? (info->tlsp.verified ? "yes" : "no") : "-",
+	    smtp_client_outcome_name(info->outcome), log_str(what), log_str(info->reason));
+	struct buf reply = BUF_INIT;
+	buf_puts(&reply, esc_val(what));
+	job_event(j, "attempt", NULL, "domain=%s host=%s ip=%s tls=%s outcome=%s reply=%s",
+	    esc_val(m->name), esc_val(info->peer_host), info->peer_ip, esc_val(tls),
+	    smtp_client_outcome_name(info->outcome), buf_cstr(&reply));
+	buf_free(&reply);
+	free(m->conn_reply);
+	m->conn_reply = NULL;
+	bool tls_failed = info->outcome == SMTP_CLIENT_TLS_FAILED;
+	/* a connection that failed before the message: its recipients are temp */
+	for (size_t i = 0; i < m->msg.nrcpts; i++) {
+		struct rcpt *r = &j->r[m->cidx[i]];
+		if (r->state == R_TODO)
+			rcpt_set(r, R_TEMP, "4.4.1",
+			    info->reason && *info->reason ? info->reason
+			                                  : smtp_client_outcome_name(info->outcome),
+			    NULL);
+	}
+	smtp_client_free(c);
+	m->c = NULL;
+	free(m->crcpts);
+	free(m->cidx);
+	m->crcpts = NULL;
+	m->cidx = NULL;
+	if (tls_failed && !m->notls) {
+		m->notls = true; /* the same address again, in the clear */
+	} else {
+		m->notls = false;
+		m->addr++;
+	}
+	dom_try_next(m);
+}
+
+static bool dom_unfinished(const struct dom *m)
+{
+	for (size_t i = 0; i < m->n; i++) {
+		enum rstate s = m->job->r[m->idx[i]].state;
+		if (s == R_TODO || s == R_TEMP)
+			return true;
+	}
+	return false;
+}
+
+/* Connect to the next address that has not been tried, or end the domain. */
+static void dom_try_next(struct dom *m)
+{
+	struct job *j = m->job;
+	struct delivery *d = j->d;
+	while (dom_unfinished(m) && m->host < m->t->nhosts) {
+		struct dns_host *h = &m->t->hosts[m->host];
+		if (m->addr >= h->naddrs) {
+			m->host++;
+			m->addr = 0;
+			continue;
+		}
+		const struct dns_addr *a = &h->addrs[m->addr];
+		struct sockaddr_storage peer;
+		socklen_t plen;
+		memset(&peer, 0, sizeof peer);
+		const struct sockaddr_storage *src = NULL;
+		if (a->family == AF_INET) {
+			struct sockaddr_in *s4 = (struct sockaddr_in *)&peer;
+			s4->sin_family = AF_INET;
+			s4->sin_port = htons((uint16_t)d->cfg->delivery.port);
+			s4->sin_addr = a->u.v4;
+			plen = sizeof *s4;
+			src = d->has_src4 ? &d->src4 : NULL;
+		} else {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&peer;
+			s6->sin6_family = AF_INET6;
+			s6->sin6_port = htons((uint16_t)d->cfg->delivery.port);
+			s6->sin6_addr = a->u.v6;
+			plen = sizeof *s6;
+			src = d->has_src6 ? &d->src6 : NULL;
+		}
+		/* this connection carries the recipients not yet final */
+		size_t n = 0;
+		m->crcpts = calloc(m->n, sizeof *m->crcpts);
+		m->cidx = calloc(m->n, sizeof *m->cidx);
+		if (m->crcpts == NULL || m->cidx == NULL)
+			abort();
+		for (size_t i = 0; i < m->n; i++) {
+			struct rcpt *r = &j->r[m->idx[i]];
+			if (r->state != R_TODO && r->state != R_TEMP)
+				continue;
+			r->state = R_TODO;
+			m->crcpts[n] = (struct smtp_client_rcpt){r->due->rcpt,
+			    r->notify_given ? r->notify : 0, r->has_orcpt ? &r->orcpt : NULL};
+			m->cidx[n++] = m->idx[i];
+		}
+		m->msg = (struct smtp_client_msg){
+		    .id = j->due->id,
+		    .sender = j->due->sender,
+		    .rcpts = m->crcpts,
+		    .nrcpts = n,
+		    .path = j->due->path,
+		    .eightbit = j->eightbit,
+		    .smtputf8 = j->smtputf8,
+		    .ret = j->ret,
+		    .envid = j->due->envid,
+		};
+		struct smtp_client_opts o = {
+		    .helo_name = d->cfg->hostname,
+		    .peer = (const struct sockaddr *)&peer,
+		    .peer_len = plen,
+		    .peer_host = h->name,
+		    .source = (const struct sockaddr *)src,
+		    .source_len = src ? (a->family == AF_INET ? sizeof(struct sockaddr_in)
+		                                              : sizeof(struct sockaddr_in6))
+		                      : 0,
+		    .tls = m->notls ? NULL : d->tls,
+		    .log_id = j->due->id,
+		    .done = on_done,
+		    .done_arg = m,
+		};
+		m->c = smtp_client_new(d->base, &o);
+		if (m->c != NULL && smtp_client_send(m->c, &m->msg, on_msg, m) == 0)
+			return; /* on_msg, then on_done */
+		log_err(j->due->id, "event=client-failed host=%s ip=%s", log_str(h->name), a->text);
+		smtp_client_free(m->c);
+		m->c = NULL;
+		for (size_t i = 0; i < n; i++)
+			rcpt_set(&j->r[m->cidx[i]], R_TEMP, "4.3.0",
+			    "local error starting a connection", NULL);
+		free(m->crcpts);
+		free(m->cidx);
+		m->crcpts = NULL;
+		m->cidx = NULL;
+		m->addr++;
+	}
+	/* every address tried (or all final): untried recipients are temporary */
+	for (size_t i = 0; i < m->n; i++) {
+		struct rcpt *r = &j->r[m->idx[i]];
+		if (r->state == R_TODO)
+			rcpt_set(r, R_TEMP, "4.4.1", "no host could be reached", NULL);
+	}
+	job_dom_done(m);
+}
+
+/* ---- DNS ---- */
+
+static void dom_fail_all(struct dom *m, enum rstate st, const char *esc, const char *reason)
+{
+	for (size_t i = 0; i < m->n; i++)
+		rcpt_set(&m->job->r[m->idx[i]], st, esc, reason, NULL);
+}
+
+static void on_targets(struct dns_targets *t, void *arg)
+{
+	struct dom *m = arg;
+	struct job *j = m->job;
+	m->req = NULL;
+	m->t = t;
+	struct buf why = BUF_INIT;
+	buf_printf(&why, "%s: %s", m->name, t->reason ? t->reason : dns_status_name(t->status));
+	switch (t->status) {
+	case DNS_OK:
+		break;
+	case DNS_NULLMX:
+		buf_reset(&why);
+		buf_printf(&why, "556 5.1.10 %s does not accept mail (null MX)", m->name);
+		dom_fail_all(m, R_FAILED, "5.1.10", buf_cstr(&why));
+		break;
+	case DNS_NXDOMAIN:
+	case DNS_NODATA:
+		buf_reset(&why);
+		buf_printf(&why, "550 5.1.2 %s: no mail server found (%s)", m->name,
+		    t->reason ? t->reason : dns_status_name(t->status));
+		dom_fail_all(m, R_FAILED, "5.1.2", buf_cstr(&why));
+		break;
+	case DNS_TEMPFAIL:
+		buf_reset(&why);
+		buf_printf(&why, "451 4.4.3 %s: DNS lookup failed (%s)", m->name,
+		    t->reason ? t->reason : "temporary failure");
+		dom_fail_all(m, R_TEMP, "4.4.3", buf_cstr(&why));
+		break;
+	default:
+		abort();
+	}
+	if (t->status != DNS_OK) {
+		log_info(j->due->id, "event=dns domain=%s status=%s reason=%s", log_str(m->name),
+		    dns_status_name(t->status), log_str(t->reason));
+		job_event(j, "attempt", NULL, "domain=%s dns=%s reply=%s", esc_val(m->name),
+		    dns_status_name(t->status), esc_val(buf_cstr(&why)));
+		buf_free(&why);
+		job_dom_done(m);
+		return;
+	}
+	buf_free(&why);
+	dom_try_next(m);
+}
+
+/* ---- the end of an attempt ---- */
+
+static const char *domain_of(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	return at ? at + 1 : "";
+}
+
+/* Make a DSN durable: into the sender's mailbox if local, else the queue. */
+static int dsn_deliver(struct delivery *d, const char *orig_id, const char *to, struct buf *msg)
+{
+	char qid[UTIL_QID_LEN + 1];
+	util_queue_id(qid);
+	struct buf path = BUF_INIT, dir = BUF_INIT, v = BUF_INIT;
+	buf_init(&v, 2048);
+	int ret = -1, fd = -1;
+	struct store_rcpt rr;
+	memset(&rr, 0, sizeof rr);
+	if (store_blob_path(d->st, qid, &path) != STORE_OK ||
+	    store_blob_dir(d->st, qid, &dir) != STORE_OK) {
+		log_err(orig_id, "event=dsn-failed error=\"%s\"", log_str(store_error(d->st)));
+		goto out;
+	}
+	fd = open(buf_cstr(&path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	size_t off = 0;
+	while (fd >= 0 && off < msg->len) {
+		ssize_t w = write(fd, msg->data + off, msg->len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+	if (fd < 0 || off != msg->len || fdatasync(fd) != 0 || close(fd) != 0 ||
+	    util_fsync_dir(buf_cstr(&dir)) != 0) {
+		log_err(orig_id, "event=dsn-failed path=%s error=\"%s\"", buf_cstr(&path),
+		    strerror(errno));
+		if (fd >= 0)
+			unlink(buf_cstr(&path));
+		fd = -1;
+		goto out;
+	}
+	fd = -1;
+	/* local sender: its mailboxes (and remote targets of an alias) */
+	const char *at = strrchr(to, '@');
+	char local[256];
+	snprintf(local, sizeof local, "%.*s", at ? (int)(at - to) : 0, to);
+	const char *remote1[1] = {to};
+	const char *const *users = NULL, *const *remote = remote1;
+	size_t nusers = 0, nremote = 1;
+	int rc = at ? store_resolve_rcpt(d->st, local, at + 1, &rr) : STORE_INVALID;
+	if (rc == STORE_OK) {
+		users = (const char *const *)rr.users;
+		nusers = rr.n;
+		remote = (const char *const *)rr.remote;
+		nremote = rr.nremote;
+	} else if (rc != STORE_NOTLOCAL) {
+		log_warn(orig_id, "event=dsn-dropped to=%s reason=%s", log_str(to),
+		    rc == STORE_NOTFOUND ? "no-such-local-user" : "store-error");
+		unlink(buf_cstr(&path));
+		goto out;
+	}
+	char *sum[3];
+	static const char *const names[3] = {"Message-ID", "From", "Subject"};
+	for (int i = 0; i < 3; i++) {
+		smtp_header_get(msg->data, msg->len, names[i], &v, 998);
+		sum[i] = xstrdup(buf_err(&v) ? "" : buf_cstr(&v));
+	}
+	struct store_delivery sd = {
+	    .blob = qid,
+	    .size = msg->len,
+	    .internal_date = time(NULL),
+	    .mail_from = "",
+	    .message_id = sum[0],
+	    .from = sum[1],
+	    .subject = sum[2],
+	    .date = "",
+	    .users = users,
+	    .nusers = nusers,
+	    .remote = remote,
+	    .nremote = nremote,
+	};
+	for (int attempt = 0; attempt < 20; attempt++) {
+		rc = store_deliver_batch(d->st, &sd, 1);
+		if (rc != STORE_BUSY)
+			break;
+		usleep(50000);
+	}
+	for (int i = 0; i < 3; i++)
+		free(sum[i]);
+	if (rc != STORE_OK) {
+		log_err(orig_id, "event=dsn-failed error=\"%s\"", log_str(store_error(d->st)));
+		unlink(buf_cstr(&path));
+		goto out;
+	}
+	log_info(orig_id, "event=dsn-queued dsn=%s to=%s local=%zu remote=%zu", qid, log_str(to),
+	    nusers, nremote);
+	store_event_add(d->st, qid, "received", NULL, "from=mailer-daemon");
+	if (nremote > 0)
+		event_active(d->wake, EV_READ, 0);
+	ret = 0;
+out:
+	store_rcpt_free(&rr);
+	buf_free(&path);
+	buf_free(&dir);
+	buf_free(&v);
+	return ret;
+}
+
+/* Build and deliver a DSN about the recipients of j in state want (failed,
+ * or pending for a delay warning) whose NOTIFY asks for bit. */
+static void job_dsn(struct job *j, enum dsn_action action, unsigned bit, time_t now)
+{
+	struct delivery *d = j->d;
+	struct store_due *e = j->due;
+	size_t nr = e->nrcpts, n = 0;
+	struct dsn_recipient *dr = calloc(nr, sizeof *dr);
+	if (dr == NULL)
+		abort();
+	for (size_t i = 0; i < nr; i++) {
+		struct rcpt *r = &j->r[i];
+		bool want = action == DSN_ACTION_FAILED ? r->state == R_FAILED : r->state == R_TEMP;
+		if (!want || !(r->notify & bit))
+			continue;
+		dr[n++] = (struct dsn_recipient){
+		    .addr = r->due->rcpt,
+		    .orcpt_type = r->has_orcpt ? r->orcpt.type : NULL,
+		    .orcpt = r->has_orcpt ? r->orcpt.addr : NULL,
+		    .action = action,
+		    .status = r->esc[0] ? r->esc : NULL,
+		    .diagnostic = r->reply,
+		    .remote_mta = r->remote_mta,
+		    .last_attempt = now,
+		};
+	}
+	if (n == 0) {
+		free(dr);
+		return;
+	}
+	if (e->sender[0] == '\0') {
+		/* RFC 3461 6.2: never a report about a report */
+		for (size_t i = 0; i < n; i++)
+			log_info(e->id, "event=dsn-suppressed rcpt=%s reason=null-sender action=%s",
+			    log_str(dr[i].addr),
+			    action == DSN_ACTION_FAILED ? "failed" : "delayed");
+		free(dr);
+		return;
+	}
+	struct dsn_message dm = {
+	    .hostname = d->cfg->hostname,
+	    .queue_id = e->id,
+	    .sender = e->sender,
+	    .envid = e->envid,
+	    .ret = j->ret,
+	    .arrival = e->created,
+	    .retry_until = e->created + (time_t)d->cfg->delivery.max_lifetime,
+	    .msg_path = e->path,
+	    .now = now,
+	};
+	struct buf out = BUF_INIT;
+	buf_init(&out, 64u * 1024 * 1024);
+	enum dsn_rc rc = dsn_build(&dm, dr, n, &out);
+	if (rc != DSN_OK) {
+		log_err(e->id, "event=dsn-failed error=%s", dsn_rc_str(rc));
+	} else if (dsn_deliver(d, e->id, e->sender, &out) == 0) {
+		job_event(j, action == DSN_ACTION_FAILED ? "bounced" : "delay-warning", NULL,
+		    "to=%s rcpts=%zu", esc_val(e->sender), n);
+	}
+	buf_free(&out);
+	free(dr);
+}
+
+static void job_free(struct job *j)
+{
+	if (j == NULL)
+		return;
+	for (size_t i = 0; i < j->ndoms; i++) {
+		struct dom *m = &j->doms[i];
+		if (m->req)
+			dns_cancel(m->req);
+		smtp_client_free(m->c);
+		dns_targets_free(m->t);
+		free(m->name);
+		free(m->idx);
+		free(m->crcpts);
+		free(m->cidx);
+		free(m->conn_reply);
+	}
+	free(j->doms);
+	for (size_t i = 0; j->r && i < j->due->nrcpts; i++) {
+		free(j->r[i].reply);
+		free(j->r[i].remote_mta);
+	}
+	free(j->r);
+	for (size_t i = 0; i < j->nev; i++)
+		buf_free(&j->evtext[i]);
+	free(j->ev);
+	free(j->evtext);
+	store_due_free(j->due, 1);
+	free(j);
+}
+
+static void job_unlink(struct job *j)
+{
+	struct delivery *d = j->d;
+	for (struct job **p = &d->jobs; *p; p = &(*p)->next)
+		if (*p == j) {
+			*p = j->next;
+			d->njobs--;
+			return;
+		}
+}
+
+/* All domains are done: bounces, warning, the attempt record. */
+static void job_finish(struct job *j)
+{
+	struct delivery *d = j->d;
+	const struct config *cfg = d->cfg;
+	struct store_due *e = j->due;
+	time_t now = time(NULL);
+	bool expired = now - e->created >= (time_t)cfg->delivery.max_lifetime;
+	size_t pending = 0, sent = 0, failed = 0;
+	for (size_t i = 0; i < e->nrcpts; i++) {
+		struct rcpt *r = &j->r[i];
+		if (r->state == R_TEMP && expired) {
+			char why[REPLY_MAX + 64];
+			snprintf(why, sizeof why, "%s (gave up after %lld attempts)",
+			    r->reply ? r->reply : "", (long long)e->attempts + 1);
+			char esc[SMTP_REPLY_ESC_MAX];
+			snprintf(esc, sizeof esc, "%s", r->esc[0] == '4' ? r->esc : "4.4.7");
+			rcpt_set(r, R_FAILED, esc, why, r->remote_mta);
+		}
+		switch (r->state) {
+		case R_SENT:
+			sent++;
+			job_event(j, "sent", r->due->rcpt, "host=%s reply=%s",
+			    esc_val(r->remote_mta), esc_val(r->reply));
+			break;
+		case R_FAILED:
+			failed++;
+			job_event(j, "failed", r->due->rcpt, "host=%s status=%s reply=%s",
+			    esc_val(r->remote_mta), r->esc, esc_val(r->reply));
+			break;
+		case R_TEMP:
+			pending++;
+			job_event(j, "deferred", r->due->rcpt, "status=%s reply=%s", r->esc,
+			    esc_val(r->reply));
+			break;
+		default:
+			abort();
+		}
+	}
+	/* the reports first: a crash before the record repeats them, never loses them */
+	if (failed > 0)
+		job_dsn(j, DSN_ACTION_FAILED, DSN_NOTIFY_FAILURE, now);
+	bool warn = false;
+	if (pending > 0 && !e->warned && cfg->delivery.delay_warning > 0 &&
+	    now - e->created >= (time_t)cfg->delivery.delay_warning) {
+		warn = true;
+		job_dsn(j, DSN_ACTION_DELAYED, DSN_NOTIFY_DELAY, now);
+	}
+	uint64_t delay = cfg->delivery.retry_min;
+	for (int64_t i = 0; i < e->attempts && delay < cfg->delivery.retry_max; i++)
+		delay *= 2;
+	if (delay > cfg->delivery.retry_max)
+		delay = cfg->delivery.retry_max;
+	time_t next = now + (time_t)delay;
+
+	struct store_rcpt_update *u = calloc(e->nrcpts, sizeof *u);
+	if (u == NULL)
+		abort();
+	const char *last_error = NULL;
+	for (size_t i = 0; i < e->nrcpts; i++) {
+		struct rcpt *r = &j->r[i];
+		u[i].rcpt = r->due->rcpt;
+		u[i].status = r->state == R_SENT     ? "sent"
+		              : r->state == R_FAILED ? "failed"
+		                                     : "pending";
+		u[i].reply = r->reply;
+		if (r->state == R_TEMP && last_error == NULL)
+			last_error = r->reply;
+	}
+	for (size_t i = 0; i < j->nev; i++)
+		j->ev[i].text = buf_cstr(&j->evtext[i]);
+	struct store_attempt a = {
+	    .id = e->id,
+	    .rcpts = u,
+	    .nrcpts = e->nrcpts,
+	    .next_attempt = next,
+	    .last_error = last_error ? last_error : "",
+	    .warned = warn,
+	    .events = j->ev,
+	    .nevents = j->nev,
+	};
+	bool removed = false;
+	int rc = STORE_BUSY;
+	for (int attempt = 0; attempt < 20 && rc == STORE_BUSY; attempt++) {
+		rc = store_queue_attempt(d->st, &a, &removed);
+		if (rc == STORE_BUSY)
+			usleep(50000);
+	}
+	if (rc == STORE_NOTFOUND)
+		log_info(e->id, "event=attempt-unrecorded reason=deleted-meanwhile");
+	else if (rc != STORE_OK)
+		log_err(
+		    e->id, "event=attempt-unrecorded error=\"%s\"", log_str(store_error(d->st)));
+	log_info(e->id,
+	    "event=attempt-done sent=%zu failed=%zu pending=%zu retry_in=%lld removed=%s", sent,
+	    failed, pending, pending ? (long long)delay : 0LL, removed ? "yes" : "no");
+	free(u);
+	job_unlink(j);
+	job_free(j);
+	if (!d->stopping)
+		event_active(d->wake, EV_READ, 0); /* room for more; not from inside a callback */
+}
+
+static void job_dom_done(struct dom *m)
+{
+	m->done = true;
+	struct job *j = m->job;
+	if (--j->doms_left == 0)
+		job_finish(j);
+}
+
+/* ---- starting jobs ---- */
+
+static bool job_running(struct delivery *d, const char *id)
+{
+	for (struct job *j = d->jobs; j; j = j->next)
+		if (strcmp(j->due->id, id) == 0)
+			return true;
+	return false;
+}
+
+/* Does the blob have bytes >= 0x80 (needs 8BITMIME)? */
+static bool file_eightbit(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	char b[65536];
+	ssize_t n;
+	bool eight = false;
+	while (!eight && (n = read(fd, b, sizeof b)) > 0)
+		for (ssize_t i = 0; i < n && !eight; i++)
+			eight = (unsigned char)b[i] >= 0x80;
+	close(fd);
+	return eight;
+}
+
+static bool str_8bit(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s >= 0x80)
+			return true;
+	return false;
+}
+
+/* Take ownership of *e (moved out) and start its attempt. */
+static void job_start(struct delivery *d, struct store_due *e)
+{
+	struct job *j = calloc(1, sizeof *j);
+	if (j == NULL)
+		abort();
+	j->d = d;
+	j->due = malloc(sizeof *j->due);
+	if (j->due == NULL)
+		abort();
+	*j->due = *e;
+	memset(e, 0, sizeof *e);
+	e = j->due;
+	j->r = calloc(e->nrcpts, sizeof *j->r);
+	j->doms = calloc(e->nrcpts, sizeof *j->doms);
+	if (j->r == NULL || j->doms == NULL)
+		abort();
+	j->ret = DSN_RET_DEFAULT;
+	if (e->ret && strcasecmp(e->ret, "FULL") == 0)
+		j->ret = DSN_RET_FULL;
+	else if (e->ret && strcasecmp(e->ret, "HDRS") == 0)
+		j->ret = DSN_RET_HDRS;
+	j->eightbit = file_eightbit(e->path);
+	j->smtputf8 = str_8bit(e->sender);
+	for (size_t i = 0; i < e->nrcpts; i++) {
+		struct rcpt *r = &j->r[i];
+		r->due = &e->rcpts[i];
+		r->notify = DSN_NOTIFY_DEFAULT;
+		if (r->due->notify &&
+		    dsn_parse_notify(r->due->notify, strlen(r->due->notify), &r->notify))
+			r->notify_given = true;
+		if (r->due->orcpt &&
+		    dsn_parse_orcpt(r->due->orcpt, strlen(r->due->orcpt), &r->orcpt))
+			r->has_orcpt = true;
+		if (str_8bit(r->due->rcpt))
+			j->smtputf8 = true;
+		/* group by domain (case-insensitive) */
+		const char *dn = domain_of(r->due->rcpt);
+		size_t k;
+		for (k = 0; k < j->ndoms; k++)
+			if (strcasecmp(j->doms[k].name, dn) == 0)
+				break;
+		struct dom *m = &j->doms[k];
+		if (k == j->ndoms) {
+			j->ndoms++;
+			m->job = j;
+			m->name = xstrdup(dn);
+			util_lower(m->name);
+			m->idx = calloc(e->nrcpts, sizeof *m->idx);
+			if (m->idx == NULL)
+				abort();
+		}
+		m->idx[m->n++] = i;
+		r->dom = m;
+	}
+	j->next = d->jobs;
+	d->jobs = j;
+	d->njobs++;
+	j->doms_left = j->ndoms;
+	log_info(e->id, "event=attempt-start sender=%s rcpts=%zu domains=%zu attempt=%lld",
+	    log_str(e->sender), e->nrcpts, j->ndoms, (long long)e->attempts + 1);
+	/* the lookups complete later on the loop, never inside dns_targets */
+	for (size_t k = 0; k < j->ndoms; k++)
+		j->doms[k].req =
+		    dns_targets(d->dns, j->doms[k].name, d->family, on_targets, &j->doms[k]);
+}
+
+static void scan(struct delivery *d)
+{
+	if (d->stopping || d->njobs >= DELIVERY_JOBS_MAX)
+		return;
+	struct store_due *due = NULL;
+	size_t n = 0;
+	int rc = store_queue_due(d->st, time(NULL), DELIVERY_SCAN_MAX, &due, &n);
+	if (rc != STORE_OK) {
+		log_warn("-", "event=queue-scan-failed error=\"%s\"", log_str(store_error(d->st)));
+		return;
+	}
+	for (size_t i = 0; i < n && d->njobs < DELIVERY_JOBS_MAX; i++)
+		if (!job_running(d, due[i].id))
+			job_start(d, &due[i]);
+	store_due_free(due, n); /* the moved-out ones are zeroed */
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	scan(arg);
+}
+
+static void *delivery_main(void *arg)
+{
+	struct delivery *d = arg;
+	scan(d); /* what was due when we stopped */
+	event_base_dispatch(d->base);
+	/* stopping: drop what is in progress (due again at the next start) */
+	while (d->jobs) {
+		struct job *j = d->jobs;
+		d->jobs = j->next;
+		job_free(j);
+	}
+	return NULL;
+}
+
+struct delivery *delivery_start(const struct config *cfg, struct buf *err)
+{
+	struct delivery *d = calloc(1, sizeof *d);
+	if (d == NULL) {
+		buf_puts(err, "out of memory");
+		return NULL;
+	}
+	d->cfg = cfg;
+	if (dns_family_parse(cfg->delivery.family, &d->family) < 0)
+		d->family = DNS_FAMILY_ANY;
+	const char *src = cfg->delivery.source;
+	if (src && *src) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&d->src4;
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&d->src6;
+		if (inet_pton(AF_INET, src, &s4->sin_addr) == 1) {
+			s4->sin_family = AF_INET;
+			d->has_src4 = true;
+		} else if (inet_pton(AF_INET6, src, &s6->sin6_addr) == 1) {
+			s6->sin6_family = AF_INET6;
+			d->has_src6 = true;
+		}
+		/* a source of one family only: the other family is not used */
+		if (d->has_src4 && d->family == DNS_FAMILY_ANY)
+			d->family = DNS_FAMILY_IPV4;
+		if (d->has_src6 && d->family == DNS_FAMILY_ANY)
+			d->family = DNS_FAMILY_IPV6;
+	}
+	d->base = event_base_new();
+	d->st = d->base ? store_open(cfg->data_dir, err) : NULL;
+	struct dns_options dopt = {.resolver = cfg->resolver, .timeout_ms = 0};
+	if (d->st != NULL)
+		d->dns = dns_resolver_new(d->base, &dopt, err);
+	if (d->dns != NULL)
+		d->tls = tls_client_new(err);
+	if (d->tls == NULL)
+		goto fail;
+	d->wake = event_new(d->base, -1, EV_PERSIST, on_wake, d);
+	d->timer = event_new(d->base, -1, EV_PERSIST, on_wake, d);
+	struct timeval tv = {(time_t)cfg->delivery.scan_interval, 0};
+	if (d->wake == NULL || d->timer == NULL || event_add(d->timer, &tv) < 0) {
+		buf_puts(err, "delivery: cannot set up events");
+		goto fail;
+	}
+	if (pthread_create(&d->thread, NULL, delivery_main, d) != 0) {
+		buf_puts(err, "delivery: cannot start the thread");
+		goto fail;
+	}
+	log_info("-",
+	    "event=delivery-started scan_interval=%u retry_min=%u retry_max=%u "
+	    "max_lifetime=%u delay_warning=%u port=%u",
+	    cfg->delivery.scan_interval, cfg->delivery.retry_min, cfg->delivery.retry_max,
+	    cfg->delivery.max_lifetime, cfg->delivery.delay_warning, cfg->delivery.port);
+	return d;
+fail:
+	if (d->wake)
+		event_free(d->wake);
+	if (d->timer)
+		event_free(d->timer);
+	tls_client_free(d->tls);
+	dns_resolver_free(d->dns);
+	store_close(d->st);
+	if (d->base)
+		event_base_free(d->base);
+	if (buf_cstr(err)[0] == '\0')
+		buf_puts(err, "delivery: cannot start");
+	free(d);
+	return NULL;
+}
+
+void delivery_notify(void *arg)
+{
+	struct delivery *d = arg;
+	event_active(d->wake, EV_READ, 0);
+}
+
+/* Runs on the loop: mark stopping and leave the loop. */
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct delivery *d = arg;
+	d->stopping = true;
+	event_base_loopbreak(d->base);
+}
+
+void delivery_stop(struct delivery *d)
+{
+	if (d == NULL)
+		return;
+	event_base_once(d->base, -1, EV_TIMEOUT, on_stop, d, NULL);
+	pthread_join(d->thread, NULL);
+	event_free(d->wake);
+	event_free(d->timer);
+	dns_resolver_free(d->dns);
+	tls_client_free(d->tls);
+	store_close(d->st);
+	event_base_free(d->base);
+	free(d);
+}

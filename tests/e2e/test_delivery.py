@@ -1,0 +1,333 @@
+"""Outbound delivery (issue 4): the queue runner against real peers.
+
+Every test runs a real unbound (make_dns) serving the test zones and a
+sending dakiya for example.test (alice) with short retry settings; the
+receiving side is a second dakiya (the journey) or a scripted Python SMTP
+peer on another loopback address, port 2525 (delivery.port). Mail is
+submitted the way a client does it: smtplib, AUTH PLAIN on loopback.
+"""
+import json
+import smtplib
+import socket
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from conftest import SMTP_PORT, SUBMISSION_PORT, next_ip
+
+PW = "secret-Passw0rd"
+ALICE = "alice@example.test"
+
+
+# ---------------------------------------------------------------- helpers
+
+class Peer:
+    """A scripted SMTP peer on ip:2525. rcpt(conn_no, addr) gives the reply
+    line to RCPT (conn_no counts connections from 1); messages are kept as
+    (rcpts, data bytes)."""
+
+    def __init__(self, ip, rcpt=lambda n, addr: "250 2.1.5 ok", listen=True):
+        self.ip = ip
+        self.rcpt = rcpt
+        self.msgs = []
+        self.conns = 0
+        self.lock = threading.Lock()
+        self.sock = None
+        if listen:
+            self.start()
+
+    def start(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((self.ip, SMTP_PORT))
+        self.sock.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+
+    def _accept(self):
+        sock = self.sock
+        while True:
+            try:
+                c, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(c,), daemon=True).start()
+
+    def _session(self, c):
+        with self.lock:
+            self.conns += 1
+            n = self.conns
+        f = c.makefile("rb")
+
+        def w(line):
+            c.sendall((line + "\r\n").encode())
+
+        try:
+            w("220 peer.test ESMTP scripted")
+            rcpts = []
+            for raw in f:
+                cmd = raw.decode(errors="replace").rstrip("\r\n")
+                up = cmd.upper()
+                if up.startswith("EHLO"):
+                    w("250-peer.test")
+                    w("250 8BITMIME")
+                elif up.startswith("HELO"):
+                    w("250 peer.test")
+                elif up.startswith("MAIL"):
+                    rcpts = []
+                    w("250 2.1.0 ok")
+                elif up.startswith("RCPT"):
+                    addr = cmd[cmd.index("<") + 1:cmd.index(">")]
+                    r = self.rcpt(n, addr)
+                    if r.startswith("250"):
+                        rcpts.append(addr)
+                    w(r)
+                elif up == "DATA":
+                    w("354 go ahead")
+                    data = b""
+                    for d in f:
+                        if d == b".\r\n":
+                            break
+                        data += d
+                    with self.lock:
+                        self.msgs.append((rcpts, data))
+                    w("250 2.0.0 accepted")
+                elif up in ("RSET", "NOOP"):
+                    w("250 2.0.0 ok")
+                elif up == "QUIT":
+                    w("221 2.0.0 bye")
+                    break
+                else:
+                    w("502 5.5.2 not here")
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def wait(self, n=1, timeout=30.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if len(self.msgs) >= n:
+                return self.msgs
+            time.sleep(0.05)
+        raise AssertionError("peer %s got %d messages, expected %d" % (self.ip, len(self.msgs), n))
+
+
+@pytest.fixture
+def peers():
+    made = []
+
+    def make(*a, **kw):
+        p = Peer(next_ip(), *a, **kw)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def sender_zone(a_ip):
+    return {"example.test": ["example.test. 300 IN MX 10 mx.example.test.",
+                             "mx.example.test. 300 IN A %s" % a_ip,
+                             'example.test. 300 IN TXT "v=spf1 ip4:%s -all"' % a_ip]}
+
+
+def mx_zone(domain, ip):
+    return {domain: ["%s. 300 IN MX 10 mx.%s." % (domain, domain),
+                     "mx.%s. 300 IN A %s" % (domain, ip)]}
+
+
+def configure(s, dns, **delivery):
+    """Point s at the test DNS and give it short delivery settings."""
+    opts = {"port": SMTP_PORT, "source": '"%s"' % s.ip, "scan_interval": 1, "retry_min": 1,
+            "retry_max": 2, "max_lifetime": 3600, "delay_warning": 0}
+    opts.update(delivery)
+    lines = [dns.conf_line(), "delivery {"] + ["  %s = %s" % kv for kv in opts.items()] + [
+        "}", "submission { plain_auth_loopback = true }", ""]
+    s.conf.write_text(s.conf.read_text() + "\n".join(lines))
+
+
+def start_sender(make_server, make_dns, zones, start_dns=True, **delivery):
+    """The sending server A (example.test, alice) and the DNS with zones
+    (a dict, or a function of A's address giving one)."""
+    a = make_server(domain="example.test", users=("alice",), tls=True, start=False,
+                    delivery=True)
+    z = sender_zone(a.ip)
+    z.update(zones(a) if callable(zones) else zones)
+    dns = make_dns(z, start=start_dns)
+    configure(a, dns, **delivery)
+    return a.start(), dns
+
+
+def submit(a, rcpts, subject, sender=ALICE):
+    body = ("From: %s\r\nTo: %s\r\nSubject: %s\r\n\r\nhello from alice: %s\r\n"
+            % (sender, ", ".join(rcpts), subject, subject))
+    with smtplib.SMTP(a.ip, SUBMISSION_PORT, timeout=30) as c:
+        c.login(ALICE, PW)
+        c.sendmail(sender, rcpts, body.encode())
+
+
+def qlist(s):
+    return json.loads(s.cli("queue", "list", "--json").stdout)
+
+
+def qshow(s, qid):
+    return json.loads(s.cli("queue", "show", qid, "--json").stdout)
+
+
+def wait_for(pred, timeout=30.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def events(s, kind=None):
+    """Every event in the store (the journey outlives the queue entry)."""
+    db = sqlite3.connect(str(s.dir / "data" / "dakiya.db"))
+    try:
+        rows = db.execute("SELECT queue_id, kind, rcpt, text FROM events ORDER BY id").fetchall()
+    finally:
+        db.close()
+    return [r for r in rows if kind is None or r[1] == kind]
+
+
+def bounce_of(a, subject_part=None, timeout=30.0):
+    """The text of the (first) delivery status notification in alice's INBOX."""
+    msgs = a.wait_count(ALICE, 1, timeout=timeout)
+    assert len(msgs) == 1, msgs
+    text = a.message(ALICE, msgs[0]["uid"]).decode(errors="replace")
+    assert "multipart/report" in text and "MAILER-DAEMON@" in text, text
+    return text
+
+
+# ---------------------------------------------------------------- tests
+
+def test_journey_two_servers(make_server, make_dns):
+    """alice@example.test submits to bob@receive.test through A; A finds
+    receive.test's MX in DNS and relays to B over STARTTLS; the message is in
+    bob's INBOX with both servers' Received: headers."""
+    b = make_server(domain="receive.test", users=("bob",), tls=True, start=False)
+    a, dns = start_sender(make_server, make_dns, mx_zone("receive.test", b.ip))
+    b.conf.write_text(b.conf.read_text() + "\n" + dns.conf_line() + "\n")
+    b.start()
+    submit(a, ["bob@receive.test"], "journey")
+    got = b.wait_count("bob@receive.test", 1)
+    text = b.message("bob@receive.test", got[0]["uid"]).decode(errors="replace")
+    assert "hello from alice: journey" in text
+    received = [l for l in text.split("\r\n") if l.startswith("Received:")]
+    assert len(received) == 2, text
+    assert "by mail.receive.test" in text and "by mail.example.test" in text, text
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue on A")
+    att = [e for e in events(a, "attempt") if "mx.receive.test" in e[3]]
+    assert att and "ip=%s" % b.ip in att[0][3] and "tls=TLSv1." in att[0][3], att
+    assert "event=attempt" in a.log_text()
+    assert qlist(a) == [] and a.mailbox(ALICE) == []
+
+
+def test_451_then_delivered_on_a_later_attempt(make_server, make_dns, peers):
+    allow = threading.Event()
+    p = peers(rcpt=lambda n, addr: "250 2.1.5 ok" if allow.is_set() else
+              "451 4.7.1 greylisted, come back later")
+    a, dns = start_sender(make_server, make_dns, mx_zone("peer.test", p.ip))
+    submit(a, ["carl@peer.test"], "greylisted")
+    q = wait_for(lambda: [e for e in qlist(a) if e["attempts"] >= 1], 30, "a first attempt")
+    qid = q[0]["id"]
+    show = qshow(a, qid)
+    assert show["recipient_status"][0]["status"] == "pending"
+    assert "451 4.7.1" in show["recipient_status"][0]["last_reply"]
+    assert any(e["kind"] == "attempt" and "451" in e["text"] for e in show["events"]), show
+    out = a.cli("queue", "show", qid).stdout.decode()
+    assert "attempt" in out and "mx.peer.test" in out, out
+    allow.set()
+    msgs = p.wait(1)
+    assert msgs[0][0] == ["carl@peer.test"] and b"greylisted" in msgs[0][1]
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+    att = [e for e in events(a, "attempt") if e[0] == qid]
+    assert len(att) >= 2 and "451" in att[0][3] and "accepted" in att[-1][3], att
+    assert a.mailbox(ALICE) == []  # no bounce, no warning
+
+
+def test_550_bounces_to_the_sender(make_server, make_dns, peers):
+    p = peers(rcpt=lambda n, addr: "550 5.1.1 <%s>: no such user here" % addr)
+    a, dns = start_sender(make_server, make_dns, mx_zone("peer.test", p.ip))
+    submit(a, ["nobody@peer.test"], "to nobody")
+    text = bounce_of(a)
+    assert "nobody@peer.test" in text
+    assert "550 5.1.1" in text and "no such user here" in text
+    assert "Action: failed" in text and "Status: 5.1.1" in text
+    assert "Subject: to nobody" in text  # the original headers come back
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+    assert p.msgs == []
+
+
+def test_null_mx_bounces_at_once(make_server, make_dns):
+    a, dns = start_sender(make_server, make_dns, {"nullmx.test": ["nullmx.test. 300 IN MX 0 ."]},
+                   retry_min=600, retry_max=600)
+    submit(a, ["x@nullmx.test"], "null mx")
+    text = bounce_of(a, timeout=15)
+    assert "x@nullmx.test" in text and "5.1.10" in text
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+
+
+def test_domain_with_only_an_a_record(make_server, make_dns, peers):
+    p = peers()
+    a, dns = start_sender(make_server, make_dns, {"aonly.test": ["aonly.test. 300 IN A %s" % p.ip]})
+    submit(a, ["y@aonly.test"], "implicit mx")
+    assert p.wait(1)[0][0] == ["y@aonly.test"]
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+
+
+def test_mx_fallback_to_the_secondary(make_server, make_dns, peers):
+    p = peers()
+    dead = next_ip()  # nothing listens there: connection refused
+    a, dns = start_sender(make_server, make_dns, {"fb.test": [
+        "fb.test. 300 IN MX 10 mx1.fb.test.", "fb.test. 300 IN MX 20 mx2.fb.test.",
+        "mx1.fb.test. 300 IN A %s" % dead, "mx2.fb.test. 300 IN A %s" % p.ip]},
+        retry_min=600, retry_max=600)
+    submit(a, ["z@fb.test"], "fallback")
+    assert p.wait(1)[0][0] == ["z@fb.test"]
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+    att = [e[3] for e in events(a, "attempt")]
+    assert any("mx1.fb.test" in t and "connect-failed" in t for t in att), att
+    assert any("mx2.fb.test" in t for t in att), att
+
+
+def test_dns_down_keeps_the_message_queued(make_server, make_dns, peers):
+    p = peers()
+    a, dns = start_sender(make_server, make_dns, mx_zone("peer.test", p.ip))
+    dns.stop()
+    submit(a, ["w@peer.test"], "dns down")
+    q = wait_for(lambda: [e for e in qlist(a) if e["attempts"] >= 1], 45, "a failed attempt")
+    assert "DNS" in q[0]["last_error"] or "dns" in q[0]["last_error"], q
+    assert a.mailbox(ALICE) == [] and p.msgs == []
+    dns.start()
+    assert p.wait(1, timeout=45)[0][0] == ["w@peer.test"]
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+    assert a.mailbox(ALICE) == []
+
+
+def test_restart_mid_queue_delivers_once(make_server, make_dns, peers):
+    p = peers(listen=False)  # the peer is down at first
+    a, dns = start_sender(make_server, make_dns, mx_zone("peer.test", p.ip))
+    submit(a, ["v@peer.test"], "restart")
+    wait_for(lambda: [e for e in qlist(a) if e["attempts"] >= 1], 30, "a failed attempt")
+    assert a.stop() == 0
+    p.start()
+    a.start()
+    p.wait(1)
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+    time.sleep(2)  # two more scans: nothing goes twice
+    assert len(p.msgs) == 1
+    assert a.mailbox(ALICE) == []
