@@ -92,6 +92,12 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.delivery.port, 25);
 	assert_string_equal(cfg.delivery.source, "");
 	assert_string_equal(cfg.delivery.family, "any");
+	assert_true(cfg.delivery.enabled);
+	assert_int_equal(cfg.delivery.scan_interval, 30);
+	assert_int_equal(cfg.delivery.retry_min, 300);
+	assert_int_equal(cfg.delivery.retry_max, 3600);
+	assert_int_equal(cfg.delivery.max_lifetime, 5 * 86400);
+	assert_int_equal(cfg.delivery.delay_warning, 4 * 3600);
 	assert_int_equal(config_listen_count(cfg.listen.smtp), 1);
 	assert_string_equal(cfg.listen.smtp[0], "0.0.0.0:25");
 	assert_string_equal(cfg.listen.submission[0], "0.0.0.0:587");
@@ -201,6 +207,12 @@ static void test_full_file(void **state)
 	                                           "  port = 2526\n"
 	                                           "  source = \"127.0.0.2\"\n"
 	                                           "  family = \"prefer-ipv4\"\n"
+	                                           "  enabled = false\n"
+	                                           "  scan_interval = 5\n"
+	                                           "  retry_min = 60\n"
+	                                           "  retry_max = 600\n"
+	                                           "  max_lifetime = 86400\n"
+	                                           "  delay_warning = 0\n"
 	                                           "}\n");
 	struct config cfg;
 	struct buf err = BUF_INIT;
@@ -240,6 +252,12 @@ static void test_full_file(void **state)
 	assert_int_equal(cfg.delivery.port, 2526);
 	assert_string_equal(cfg.delivery.source, "127.0.0.2");
 	assert_string_equal(cfg.delivery.family, "prefer-ipv4");
+	assert_false(cfg.delivery.enabled);
+	assert_int_equal(cfg.delivery.scan_interval, 5);
+	assert_int_equal(cfg.delivery.retry_min, 60);
+	assert_int_equal(cfg.delivery.retry_max, 600);
+	assert_int_equal(cfg.delivery.max_lifetime, 86400);
+	assert_int_equal(cfg.delivery.delay_warning, 0);
 	config_free(&cfg);
 	buf_free(&err);
 }
@@ -273,6 +291,9 @@ static void test_bad_values(void **state)
 	expect_error("log_level = \"verbose\"\n", "bad.conf:1:", "log_level");
 	expect_error("\ndelivery { family = \"ipv5\" }\n", "bad.conf:2:", "family");
 	expect_error("delivery { source = \"example.com\" }\n", "bad.conf:1:", "source");
+	expect_error("delivery { scan_interval = 0 }\n", "bad.conf:1:", "delivery.scan_interval");
+	expect_error("delivery { retry_min = -1 }\n", "bad.conf:1:", "delivery.retry_min");
+	expect_error("delivery { max_lifetime = 999999999 }\n", "bad.conf:1:", "delivery.max_lifetime");
 	expect_error("resolver = \"8.8.8.8@dns\"\n", "bad.conf:1:", "resolver");
 	expect_error("resolver = \"dns.example\"\n", "bad.conf:1:", "resolver");
 	expect_error("hostname = \"bad host\"\n", "bad.conf:1:", "hostname");
