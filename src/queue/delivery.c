@@ -131,12 +131,14 @@ static char *reply_dup(const char *s)
 static void rcpt_set(
     struct rcpt *r, enum rstate st, const char *esc, const char *reply, const char *mta)
 {
+	/* copies first: reply or mta may be r's own strings */
+	char *nr = reply_dup(reply), *nm = mta ? xstrdup(mta) : NULL;
 	r->state = st;
 	snprintf(r->esc, sizeof r->esc, "%s", esc ? esc : "");
 	free(r->reply);
-	r->reply = reply_dup(reply);
+	r->reply = nr;
 	free(r->remote_mta);
-	r->remote_mta = mta ? xstrdup(mta) : NULL;
+	r->remote_mta = nm;
 }
 
 /* Add an event (kind, rcpt may be NULL) with printf-formatted text. */

@@ -32,6 +32,7 @@ class Peer:
         self.ip = ip
         self.rcpt = rcpt
         self.msgs = []
+        self.senders = []  # MAIL FROM of each message in msgs
         self.conns = 0
         self.lock = threading.Lock()
         self.sock = None
@@ -82,6 +83,7 @@ class Peer:
                     w("250 peer.test")
                 elif up.startswith("MAIL"):
                     rcpts = []
+                    sender = cmd[cmd.index("<") + 1:cmd.index(">")]
                     w("250 2.1.0 ok")
                 elif up.startswith("RCPT"):
                     addr = cmd[cmd.index("<") + 1:cmd.index(">")]
@@ -97,6 +99,7 @@ class Peer:
                             break
                         data += d
                     with self.lock:
+                        self.senders.append(sender)
                         self.msgs.append((rcpts, data))
                     w("250 2.0.0 accepted")
                 elif up in ("RSET", "NOOP"):
@@ -331,3 +334,44 @@ def test_restart_mid_queue_delivers_once(make_server, make_dns, peers):
     time.sleep(2)  # two more scans: nothing goes twice
     assert len(p.msgs) == 1
     assert a.mailbox(ALICE) == []
+
+
+def test_delay_warning_once_then_expiry_bounce(make_server, make_dns, peers):
+    """A peer that always says 451: one delay warning (NOTIFY default allows
+    it), then after max_lifetime the recipient fails and bounces."""
+    p = peers(rcpt=lambda n, addr: "451 4.3.2 not now")
+    a, dns = start_sender(make_server, make_dns, mx_zone("peer.test", p.ip),
+                          delay_warning=1, max_lifetime=5)
+    submit(a, ["slow@peer.test"], "slow one")
+    msgs = a.wait_count(ALICE, 2, timeout=30)
+    texts = [a.message(ALICE, m["uid"]).decode(errors="replace") for m in msgs]
+    assert "Action: delayed" in texts[0] and "slow@peer.test" in texts[0], texts[0]
+    assert "Action: failed" in texts[1] and "451 4.3.2 not now" in texts[1], texts[1]
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+    time.sleep(1.5)
+    assert len(a.mailbox(ALICE)) == 2  # one warning, one bounce, nothing more
+
+
+def test_bounce_to_a_remote_sender_and_never_for_the_null_sender(make_server, make_dns, peers):
+    """Mail relayed through an alias to a domain that refuses it: the bounce
+    goes to the (remote) sender's MX with MAIL FROM:<>; the same with a
+    null sender bounces nothing."""
+    rej = peers(rcpt=lambda n, addr: "550 5.7.1 refused")
+    home = peers()
+    a, dns = start_sender(make_server, make_dns, {**mx_zone("rej.test", rej.ip),
+                                                  **mx_zone("home.test", home.ip)})
+    a.cli("alias", "add", "fwd@example.test", "gone@rej.test")
+    from conftest import open_conn
+    c = open_conn(a.ip)
+    c.send_message("carol@home.test", ["fwd@example.test"],
+                   b"From: carol@home.test\r\nSubject: via alias\r\n\r\nhi\r\n")
+    c.send_message("", ["fwd@example.test"],
+                   b"From: daemon@home.test\r\nSubject: a report\r\n\r\nhi\r\n")
+    c.close()
+    got = home.wait(1)
+    assert home.senders == [""] and got[0][0] == ["carol@home.test"]
+    assert b"gone@rej.test" in got[0][1] and b"550 5.7.1 refused" in got[0][1]
+    wait_for(lambda: qlist(a) == [], 15, "an empty queue")
+    wait_for(lambda: "reason=null-sender" in a.log_text(), 10, "the suppressed bounce")
+    time.sleep(1.5)
+    assert len(home.msgs) == 1
