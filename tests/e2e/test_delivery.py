@@ -28,9 +28,10 @@ class Peer:
     line to RCPT (conn_no counts connections from 1); messages are kept as
     (rcpts, data bytes)."""
 
-    def __init__(self, ip, rcpt=lambda n, addr: "250 2.1.5 ok", listen=True):
+    def __init__(self, ip, rcpt=lambda n, addr: "250 2.1.5 ok", listen=True, bad_tls=False):
         self.ip = ip
         self.rcpt = rcpt
+        self.bad_tls = bad_tls  # offer STARTTLS, then answer the handshake with junk
         self.msgs = []
         self.senders = []  # MAIL FROM of each message in msgs
         self.conns = 0
@@ -78,7 +79,16 @@ class Peer:
                 up = cmd.upper()
                 if up.startswith("EHLO"):
                     w("250-peer.test")
+                    if self.bad_tls:
+                        w("250-STARTTLS")
                     w("250 8BITMIME")
+                elif up == "STARTTLS" and self.bad_tls:
+                    w("220 2.0.0 go ahead")
+                    # junk right behind the 220 would be refused as injected
+                    # plaintext (outcome protocol): wait for the ClientHello
+                    c.recv(4096)
+                    c.sendall(b"this is not a TLS server hello\r\n" * 4)
+                    break
                 elif up.startswith("HELO"):
                     w("250 peer.test")
                 elif up.startswith("MAIL"):
@@ -375,3 +385,15 @@ def test_bounce_to_a_remote_sender_and_never_for_the_null_sender(make_server, ma
     wait_for(lambda: "reason=null-sender" in a.log_text(), 10, "the suppressed bounce")
     time.sleep(1.5)
     assert len(home.msgs) == 1
+
+
+def test_tls_handshake_failure_retries_in_the_clear(make_server, make_dns, peers):
+    p = peers(bad_tls=True)
+    a, dns = start_sender(make_server, make_dns, mx_zone("peer.test", p.ip),
+                          retry_min=600, retry_max=600)
+    submit(a, ["t@peer.test"], "tls fallback")
+    assert p.wait(1)[0][0] == ["t@peer.test"]
+    assert p.conns == 2
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+    att = [e[3] for e in events(a, "attempt")]
+    assert "outcome=tls-failed" in att[0] and "outcome=ok" in att[1], att
