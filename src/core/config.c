@@ -84,6 +84,10 @@ static const struct int_range {
     {"delivery", "retry_max", 1, 7 * 86400},
     {"delivery", "max_lifetime", 1, 60 * 86400},
     {"delivery", "delay_warning", 0, 60 * 86400},
+    {"delivery", "connections", 1, 10000},
+    {"delivery", "connections_per_domain", 1, 10000},
+    {"delivery", "connection_cache_time", 0, 300},
+    {"delivery", "connection_reuse_max", 1, 1000000},
     {"submission", "user_messages_per_hour", 1, 10000000},
     {"submission", "user_recipients_per_hour", 1, 100000000},
 };
@@ -294,7 +298,8 @@ const char *config_default_path(const char *explicit_path)
 
 /* ---- libconfuse callbacks ---- */
 
-__attribute__((format(printf, 2, 0))) static void config_errfunc(cfg_t *c, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void config_errfunc(
+    cfg_t *c, const char *fmt, va_list ap)
 {
 	struct load_ctx *ctx = load_cur;
 	if (ctx == NULL || ctx->failed)
@@ -458,6 +463,10 @@ static cfg_t *config_schema(void)
 		CFG_INT("retry_max", 3600, CFGF_NONE),
 		CFG_INT("max_lifetime", 5 * 86400, CFGF_NONE),
 		CFG_INT("delay_warning", 4 * 3600, CFGF_NONE),
+		CFG_INT("connections", 100, CFGF_NONE),
+		CFG_INT("connections_per_domain", 20, CFGF_NONE),
+		CFG_INT("connection_cache_time", 2, CFGF_NONE),
+		CFG_INT("connection_reuse_max", 100, CFGF_NONE),
 		CFG_END()};
 	static cfg_opt_t submission_opts[] = {
 		CFG_BOOL("plain_auth_loopback", cfg_false, CFGF_NONE),
@@ -654,6 +663,10 @@ static void fill_from_cfg(struct config *cfg, cfg_t *c, const char *base_dir)
 	cfg->delivery.retry_max = getuint(d, "retry_max");
 	cfg->delivery.max_lifetime = getuint(d, "max_lifetime");
 	cfg->delivery.delay_warning = getuint(d, "delay_warning");
+	cfg->delivery.connections = getuint(d, "connections");
+	cfg->delivery.connections_per_domain = getuint(d, "connections_per_domain");
+	cfg->delivery.connection_cache_time = getuint(d, "connection_cache_time");
+	cfg->delivery.connection_reuse_max = getuint(d, "connection_reuse_max");
 
 	cfg_t *sub = cfg_getsec(c, "submission");
 	cfg->submission.plain_auth_loopback = cfg_getbool(sub, "plain_auth_loopback");

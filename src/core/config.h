@@ -25,17 +25,17 @@
 #define CONFIG_DEFAULT_PATH "/etc/dakiya/dakiya.conf"
 
 struct config_limits {
-	uint64_t message_size;        /* bytes; SIZE advertised; default 50 MiB */
-	unsigned recipients;          /* per message; default 1000 */
-	unsigned line_length;         /* command line incl. CRLF; default 4096 */
-	unsigned connections_per_ip;  /* default 50 */
-	unsigned sessions;            /* in total; default 10000 */
-	unsigned command_timeout;     /* seconds waiting for a command; default 300 */
-	unsigned data_timeout;        /* seconds between DATA/BDAT blocks; default 600 */
-	unsigned errors;              /* protocol errors before disconnect; default 10 */
-	unsigned junk_commands;       /* NOOP/RSET/VRFY/HELP... before disconnect; default 100 */
-	unsigned messages_per_session;/* default 10000 */
-	unsigned header_size;         /* bytes of header section; default 1 MiB */
+	uint64_t message_size;         /* bytes; SIZE advertised; default 50 MiB */
+	unsigned recipients;           /* per message; default 1000 */
+	unsigned line_length;          /* command line incl. CRLF; default 4096 */
+	unsigned connections_per_ip;   /* default 50 */
+	unsigned sessions;             /* in total; default 10000 */
+	unsigned command_timeout;      /* seconds waiting for a command; default 300 */
+	unsigned data_timeout;         /* seconds between DATA/BDAT blocks; default 600 */
+	unsigned errors;               /* protocol errors before disconnect; default 10 */
+	unsigned junk_commands;        /* NOOP/RSET/VRFY/HELP... before disconnect; default 100 */
+	unsigned messages_per_session; /* default 10000 */
+	unsigned header_size;          /* bytes of header section; default 1 MiB */
 };
 
 /* If the file's listen section names any listener, exactly the named ones
@@ -43,7 +43,7 @@ struct config_limits {
  * an empty one), all seven are on: the production ports on 0.0.0.0, or with
  * dev = true the development ports on 127.0.0.1 (DESIGN.md "Ports"). */
 struct config_listen {
-	char **smtp;        /* "ip:port" or "[v6]:port" strings; NULL-terminated */
+	char **smtp; /* "ip:port" or "[v6]:port" strings; NULL-terminated */
 	char **submission;
 	char **submissions;
 	char **imap;
@@ -53,16 +53,16 @@ struct config_listen {
 };
 
 struct config {
-	char *path;         /* the file this came from */
-	char *hostname;     /* our name in banners and Received:; default: gethostname() */
-	char *data_dir;     /* store and blobs live here; absolute (a relative value in
-			     * the file is relative to the file's directory);
-			     * default /var/lib/dakiya */
-	char *resolver;     /* "system" or "IP@PORT" forwarders */
-	char *user;         /* drop privileges to this user after binding ("" = stay) */
-	char *log_level;    /* debug|info|warn|error */
-	unsigned workers;   /* event-loop threads; 0 = one per core */
-	bool dev;           /* development mode (quickstart --dev) */
+	char *path;       /* the file this came from */
+	char *hostname;   /* our name in banners and Received:; default: gethostname() */
+	char *data_dir;   /* store and blobs live here; absolute (a relative value in
+	                   * the file is relative to the file's directory);
+	                   * default /var/lib/dakiya */
+	char *resolver;   /* "system" or "IP@PORT" forwarders */
+	char *user;       /* drop privileges to this user after binding ("" = stay) */
+	char *log_level;  /* debug|info|warn|error */
+	unsigned workers; /* event-loop threads; 0 = one per core */
+	bool dev;         /* development mode (quickstart --dev) */
 	struct config_listen listen;
 	struct config_limits limits;
 	struct {
@@ -70,25 +70,33 @@ struct config {
 		char *key;
 	} tls;
 	struct {
-		unsigned port;  /* default 25 (2525 in --dev) */
-		char *source;   /* local address for outbound connections, "" = any */
-		char *family;   /* "any", "ipv4", "ipv6", "prefer-ipv4", "prefer-ipv6" */
+		unsigned port;          /* default 25 (2525 in --dev) */
+		char *source;           /* local address for outbound connections, "" = any */
+		char *family;           /* "any", "ipv4", "ipv6", "prefer-ipv4", "prefer-ipv6" */
 		bool enabled;           /* run the queue (false: mail stays queued); default true */
 		unsigned scan_interval; /* seconds between queue scans; default 30 */
 		unsigned retry_min;     /* first retry delay, doubling per attempt; default 300 */
 		unsigned retry_max;     /* cap of the retry delay; default 3600 */
 		unsigned max_lifetime;  /* give up and bounce after; default 5 days */
 		unsigned delay_warning; /* warn the sender once after; 0 = never; default 4 h */
+		unsigned connections;   /* outbound connections in total; default 100 */
+		unsigned connections_per_domain; /* to one destination domain; default 20 */
+		unsigned connection_cache_time;  /* seconds an idle connection waits for the
+		                                  * next message to its domain; 0 = never
+		                                  * reused; default 2 */
+		unsigned connection_reuse_max;   /* messages over one connection; default 100 */
 	} delivery;
 	struct {
-		bool plain_auth_loopback;  /* offer AUTH without TLS to loopback clients (tests only) */
-		bool received_login;       /* name the login in Received: (off: privacy) */
+		bool plain_auth_loopback; /* offer AUTH without TLS to loopback clients (tests only)
+		                           */
+		bool received_login;      /* name the login in Received: (off: privacy) */
 		unsigned user_messages_per_hour;   /* per authenticated user; default 500 */
 		unsigned user_recipients_per_hour; /* per authenticated user; default 2000 */
 	} submission;
 	struct {
-		char *socket;   /* unix socket for local submission (dakiya sendmail); "" = off */
-		char **users;   /* local accounts allowed to submit there; "*" = any; NULL-terminated */
+		char *socket; /* unix socket for local submission (dakiya sendmail); "" = off */
+		char *
+		    *users; /* local accounts allowed to submit there; "*" = any; NULL-terminated */
 	} local;
 };
 

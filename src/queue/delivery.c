@@ -3,12 +3,28 @@
  *
  * Everything below runs on the delivery thread's loop except
  * delivery_start/stop/notify. Objects:
- *   job  one queue entry being attempted (its pending recipients, their
- *        results for this attempt, the events to record);
- *   dom  the recipients of one job in one domain: a DNS lookup, then one
- *        connection at a time over the targets.
+ *   job   one queue entry being attempted (its pending recipients, their
+ *         results for this attempt, the events to record);
+ *   dom   the recipients of one job in one domain: a DNS lookup, then one
+ *         connection at a time over the targets;
+ *   dest  a destination domain: counts its open connections against
+ *         delivery.connections_per_domain, keeps its idle connections for
+ *         reuse and the doms waiting for a connection (FIFO);
+ *   conn  one outbound connection, owned by the delivery rather than by a
+ *         job, because it outlives the message it carried when it is kept
+ *         for the next message to the same domain.
  * A job ends when all its doms have; then bounces/warnings are made
  * durable and the attempt is recorded in one store transaction.
+ *
+ * Connection rules: a dom that has not had a connection yet takes an idle
+ * one of its domain if there is one (RSET, then the next MAIL); otherwise it
+ * opens one to its next untried address if both limits allow, else waits
+ * (closing an idle connection that holds the slot it needs). Once a message
+ * is done, the connection goes idle for connection_cache_time seconds (at
+ * most connection_reuse_max messages) and the domain's waiting doms are
+ * served; a connection that ends frees a slot for every waiting domain.
+ * Recipients that got a 4xx go on to the next address, as before: a dom
+ * that came in on a kept connection skips that connection's address.
  */
 #include "queue/delivery.h"
 
@@ -35,8 +51,7 @@
 #include "smtp/smtp_parse.h"
 #include "store/store.h"
 
-#define DELIVERY_SCAN_MAX 64 /* entries taken per scan */
-#define DELIVERY_JOBS_MAX 32 /* entries in progress at once */
+#define DELIVERY_JOBS_MIN 32 /* entries in progress at once, at least (see jobs_max) */
 #define REPLY_MAX 1000       /* bytes of a reply kept per recipient */
 
 enum rstate { R_TODO, R_SENT, R_FAILED, R_TEMP };
@@ -54,16 +69,43 @@ struct rcpt {
 	struct dom *dom;
 };
 
+struct dest {
+	char *name;        /* lower case */
+	unsigned nconns;   /* open connections: busy, idle or closing */
+	unsigned ndoms;    /* doms that refer to it */
+	struct conn *idle; /* idle connections, newest first */
+	struct dom *wait_head, *wait_tail;
+	struct dest *next;
+};
+
+struct conn {
+	struct delivery *d;
+	struct dest *dest;
+	struct smtp_client *c;
+	struct dom *m; /* the dom whose message it carries; NULL: idle or closing */
+	char ip[INET6_ADDRSTRLEN];
+	unsigned messages; /* messages it carried */
+	bool idle;
+	struct conn *next_idle;
+	struct conn *next; /* d->conns */
+};
+
 struct dom {
 	struct job *job;
 	char *name;
+	struct dest *dest;
 	size_t *idx; /* indices into job->r */
 	size_t n;
 	struct dns_req *req;
 	struct dns_targets *t;
 	size_t host, addr;
-	bool notls; /* the next connection goes without STARTTLS */
-	struct smtp_client *c;
+	bool notls;    /* the next connection goes without STARTTLS */
+	bool had_conn; /* it had a connection: no more kept ones for it */
+	bool cached;   /* the current connection is a kept one (host/addr do not name it) */
+	char skip_ip[INET6_ADDRSTRLEN]; /* an address already tried over a kept connection */
+	bool waiting;                   /* in dest's wait list */
+	struct dom *wait_next;
+	struct conn *conn;
 	struct smtp_client_msg msg;
 	struct smtp_client_rcpt *crcpts;
 	size_t *cidx;     /* crcpts[i] is job->r[cidx[i]] */
@@ -99,12 +141,22 @@ struct delivery {
 	bool has_src4, has_src6;
 	pthread_t thread;
 	struct job *jobs;
-	size_t njobs;
+	size_t njobs, jobs_max;
+	struct dest *dests;
+	struct conn *conns;
+	unsigned nconns;
 	bool stopping;
 };
 
+/* What dom_try_next did with a dom. */
+enum dom_step {
+	DOM_BUSY,    /* a connection carries its message */
+	DOM_WAITING, /* in its destination's wait list */
+	DOM_DONE,    /* nothing more to try: job_dom_done ran (the job may be gone) */
+};
+
 static void job_dom_done(struct dom *m);
-static void dom_try_next(struct dom *m);
+static enum dom_step dom_try_next(struct dom *m);
 static void scan(struct delivery *d);
 
 static char *xstrdup(const char *s)
@@ -167,11 +219,272 @@ static const char *esc_val(const char *s)
 	return log_str(s ? s : "");
 }
 
-/* ---- connections ---- */
+/* ---- destinations and connections ---- */
 
+static struct dest *dest_get(struct delivery *d, const char *name)
+{
+	for (struct dest *t = d->dests; t; t = t->next)
+		if (strcmp(t->name, name) == 0)
+			return t;
+	struct dest *t = calloc(1, sizeof *t);
+	if (t == NULL)
+		abort();
+	t->name = xstrdup(name);
+	t->next = d->dests;
+	d->dests = t;
+	return t;
+}
+
+/* Free the destinations nobody uses. Only from the top of a loop callback:
+ * never while a dest is being served. */
+static void dests_sweep(struct delivery *d)
+{
+	for (struct dest **p = &d->dests; *p;) {
+		struct dest *t = *p;
+		if (t->nconns == 0 && t->ndoms == 0 && t->wait_head == NULL) {
+			*p = t->next;
+			free(t->name);
+			free(t);
+		} else {
+			p = &t->next;
+		}
+	}
+}
+
+static bool slot_free(const struct delivery *d, const struct dest *t)
+{
+	return t->nconns < d->cfg->delivery.connections_per_domain &&
+	       d->nconns < d->cfg->delivery.connections;
+}
+
+static void idle_remove(struct conn *k)
+{
+	for (struct conn **p = &k->dest->idle; *p; p = &(*p)->next_idle)
+		if (*p == k) {
+			*p = k->next_idle;
+			break;
+		}
+	k->idle = false;
+	k->next_idle = NULL;
+}
+
+/* QUIT an idle connection, of t if it has one, else of any destination
+ * (t NULL: any). Its slot is free once it is over (on_done). */
+static bool close_idle(struct delivery *d, struct dest *t)
+{
+	struct conn *k = t ? t->idle : NULL;
+	for (struct dest *o = d->dests; k == NULL && o; o = o->next)
+		k = o->idle;
+	if (k == NULL)
+		return false;
+	idle_remove(k);
+	smtp_client_quit(k->c);
+	return true;
+}
+
+static void wait_push(struct dom *m)
+{
+	struct dest *t = m->dest;
+	m->waiting = true;
+	m->wait_next = NULL;
+	if (t->wait_tail)
+		t->wait_tail->wait_next = m;
+	else
+		t->wait_head = m;
+	t->wait_tail = m;
+}
+
+static struct dom *wait_pop(struct dest *t)
+{
+	struct dom *m = t->wait_head;
+	if (m == NULL)
+		return NULL;
+	t->wait_head = m->wait_next;
+	if (t->wait_head == NULL)
+		t->wait_tail = NULL;
+	m->waiting = false;
+	m->wait_next = NULL;
+	return m;
+}
+
+/* Give t's waiting doms what is free now: kept connections and slots. */
+static void dest_serve(struct delivery *d, struct dest *t)
+{
+	while (t->wait_head && (t->idle || slot_free(d, t))) {
+		struct dom *m = wait_pop(t);
+		if (dom_try_next(m) == DOM_WAITING)
+			return; /* it needs what is not free yet */
+	}
+}
+
+static void serve_all(struct delivery *d)
+{
+	for (struct dest *t = d->dests; t; t = t->next)
+		dest_serve(d, t);
+}
+
+static void on_msg(struct smtp_client *c, const struct smtp_client_result *res, void *arg);
+static void on_done(struct smtp_client *c, const struct smtp_client_info *info, void *arg);
+
+/* The recipients of m not yet final, as m's message for one connection. */
+static void dom_prepare_msg(struct dom *m)
+{
+	struct job *j = m->job;
+	size_t n = 0;
+	m->crcpts = calloc(m->n, sizeof *m->crcpts);
+	m->cidx = calloc(m->n, sizeof *m->cidx);
+	if (m->crcpts == NULL || m->cidx == NULL)
+		abort();
+	for (size_t i = 0; i < m->n; i++) {
+		struct rcpt *r = &j->r[m->idx[i]];
+		if (r->state != R_TODO && r->state != R_TEMP)
+			continue;
+		r->state = R_TODO;
+		m->crcpts[n] = (struct smtp_client_rcpt){
+		    r->due->rcpt, r->notify_given ? r->notify : 0, r->has_orcpt ? &r->orcpt : NULL};
+		m->cidx[n++] = m->idx[i];
+	}
+	m->msg = (struct smtp_client_msg){
+	    .id = j->due->id,
+	    .sender = j->due->sender,
+	    .rcpts = m->crcpts,
+	    .nrcpts = n,
+	    .path = j->due->path,
+	    .eightbit = j->eightbit,
+	    .smtputf8 = j->smtputf8,
+	    .ret = j->ret,
+	    .envid = j->due->envid,
+	};
+}
+
+static void dom_drop_msg(struct dom *m)
+{
+	free(m->crcpts);
+	free(m->cidx);
+	m->crcpts = NULL;
+	m->cidx = NULL;
+	m->msg.nrcpts = 0;
+}
+
+/* Put m's message on connection k. */
+static int conn_send(struct conn *k, struct dom *m, bool cached)
+{
+	dom_prepare_msg(m);
+	k->m = m;
+	m->conn = k;
+	m->had_conn = true;
+	m->cached = cached;
+	if (smtp_client_send(k->c, &m->msg, on_msg, k) == 0)
+		return 0;
+	k->m = NULL;
+	m->conn = NULL;
+	dom_drop_msg(m);
+	return -1;
+}
+
+/* A message is done on k: keep it for the next one to its domain, or end it. */
+static void conn_release(struct conn *k)
+{
+	struct delivery *d = k->d;
+	const struct config *cfg = d->cfg;
+	if (!d->stopping && cfg->delivery.connection_cache_time > 0 &&
+	    k->messages < cfg->delivery.connection_reuse_max && smtp_client_usable(k->c)) {
+		k->idle = true;
+		k->next_idle = k->dest->idle;
+		k->dest->idle = k;
+		dest_serve(d, k->dest);
+		return;
+	}
+	smtp_client_quit(k->c);
+}
+
+/* Open a connection from m to address a of host h. */
+static struct conn *conn_open(struct dom *m, const struct dns_host *h, const struct dns_addr *a)
+{
+	struct job *j = m->job;
+	struct delivery *d = j->d;
+	struct sockaddr_storage peer;
+	socklen_t plen;
+	memset(&peer, 0, sizeof peer);
+	const struct sockaddr_storage *src = NULL;
+	if (a->family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&peer;
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)d->cfg->delivery.port);
+		s4->sin_addr = a->u.v4;
+		plen = sizeof *s4;
+		src = d->has_src4 ? &d->src4 : NULL;
+	} else {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&peer;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)d->cfg->delivery.port);
+		s6->sin6_addr = a->u.v6;
+		plen = sizeof *s6;
+		src = d->has_src6 ? &d->src6 : NULL;
+	}
+	struct conn *k = calloc(1, sizeof *k);
+	if (k == NULL)
+		abort();
+	k->d = d;
+	k->dest = m->dest;
+	snprintf(k->ip, sizeof k->ip, "%s", a->text);
+	unsigned cache = d->cfg->delivery.connection_cache_time;
+	struct smtp_client_opts o = {
+	    .helo_name = d->cfg->hostname,
+	    .peer = (const struct sockaddr *)&peer,
+	    .peer_len = plen,
+	    .peer_host = h->name,
+	    .source = (const struct sockaddr *)src,
+	    .source_len = src ? (a->family == AF_INET ? sizeof(struct sockaddr_in)
+	                                              : sizeof(struct sockaddr_in6))
+	                      : 0,
+	    .timeouts = {.idle = cache},
+	    .tls = m->notls ? NULL : d->tls,
+	    .log_id = j->due->id,
+	    .done = on_done,
+	    .done_arg = k,
+	};
+	k->c = smtp_client_new(d->base, &o);
+	if (k->c == NULL) {
+		free(k);
+		return NULL;
+	}
+	k->next = d->conns;
+	d->conns = k;
+	k->dest->nconns++;
+	d->nconns++;
+	return k;
+}
+
+/* The per-message record: log line and attempt event. */
+static void attempt_record(struct dom *m, const struct smtp_client_info *info, bool reused)
+{
+	struct job *j = m->job;
+	const char *tls = info->tls ? info->tlsp.version : "no";
+	const char *what = m->conn_reply ? m->conn_reply : info->last_reply;
+	log_info(j->due->id,
+	    "event=attempt domain=%s host=%s ip=%s port=%u tls=%s verified=%s reused=%s "
+	    "outcome=%s reply=%s reason=%s",
+	    log_str(m->name), log_str(info->peer_host), info->peer_ip, info->peer_port, tls,
+	    info->tls ? (info->tlsp.verified ? "yes" : "no") : "-", reused ? "yes" : "no",
+	    smtp_client_outcome_name(info->outcome), log_str(what), log_str(info->reason));
+	struct buf reply = BUF_INIT;
+	buf_puts(&reply, esc_val(what));
+	job_event(j, "attempt", NULL, "domain=%s host=%s ip=%s tls=%s outcome=%s reply=%s",
+	    esc_val(m->name), esc_val(info->peer_host), info->peer_ip, esc_val(tls),
+	    smtp_client_outcome_name(info->outcome), buf_cstr(&reply));
+	buf_free(&reply);
+	free(m->conn_reply);
+	m->conn_reply = NULL;
+}
+
+/* The message of k's dom is done (for every recipient, with the
+ * connection's fate if it broke): record, free k, go on with the dom. */
 static void on_msg(struct smtp_client *c, const struct smtp_client_result *res, void *arg)
 {
-	struct dom *m = arg;
+	(void)c;
+	struct conn *k = arg;
+	struct dom *m = k->m;
 	struct job *j = m->job;
 	const struct smtp_client_info *info = res->info;
 	/* the attempt's reply: the first refusal, else the reply to the final dot */
@@ -182,7 +495,7 @@ static void on_msg(struct smtp_client *c, const struct smtp_client_result *res, 
 			break;
 		}
 	free(m->conn_reply);
-	m->conn_reply = reply_dup(what);
+	m->conn_reply = reply_dup(what && *what ? what : info->reason);
 	for (size_t i = 0; i < res->msg->nrcpts; i++) {
 		const struct smtp_client_rcpt_result *rr = &res->rcpts[i];
 		struct rcpt *r = &j->r[m->cidx[i]];
@@ -201,52 +514,56 @@ static void on_msg(struct smtp_client *c, const struct smtp_client_result *res, 
 			abort();
 		}
 	}
-	smtp_client_quit(c);
-}
-
-static void on_done(struct smtp_client *c, const struct smtp_client_info *info, void *arg)
-{
-	struct dom *m = arg;
-	struct job *j = m->job;
-	const char *tls = info->tls ? info->tlsp.version : "no";
-	const char *what = m->conn_reply ? m->conn_reply : info->last_reply;
-	log_info(j->due->id,
-	    "event=attempt domain=%s host=%s ip=%s port=%u tls=%s verified=%s outcome=%s "
-	    "reply=%s reason=%s",
-	    log_str(m->name), log_str(info->peer_host), info->peer_ip, info->peer_port, tls,
-	    info->tls ? (info->tlsp.verified ? "yes" : "no") : "-",
-	    smtp_client_outcome_name(info->outcome), log_str(what), log_str(info->reason));
-	struct buf reply = BUF_INIT;
-	buf_puts(&reply, esc_val(what));
-	job_event(j, "attempt", NULL, "domain=%s host=%s ip=%s tls=%s outcome=%s reply=%s",
-	    esc_val(m->name), esc_val(info->peer_host), info->peer_ip, esc_val(tls),
-	    smtp_client_outcome_name(info->outcome), buf_cstr(&reply));
-	buf_free(&reply);
-	free(m->conn_reply);
-	m->conn_reply = NULL;
-	bool tls_failed = info->outcome == SMTP_CLIENT_TLS_FAILED;
-	/* a connection that failed before the message: its recipients are temp */
-	for (size_t i = 0; i < m->msg.nrcpts; i++) {
-		struct rcpt *r = &j->r[m->cidx[i]];
-		if (r->state == R_TODO)
-			rcpt_set(r, R_TEMP, "4.4.1",
-			    info->reason && *info->reason ? info->reason
-			                                  : smtp_client_outcome_name(info->outcome),
-			    NULL);
-	}
-	smtp_client_free(c);
-	m->c = NULL;
-	free(m->crcpts);
-	free(m->cidx);
-	m->crcpts = NULL;
-	m->cidx = NULL;
-	if (tls_failed && !m->notls) {
+	attempt_record(m, info, res->reused);
+	k->messages++;
+	k->m = NULL;
+	m->conn = NULL;
+	dom_drop_msg(m);
+	/* where the recipients still pending go next */
+	if (info->outcome == SMTP_CLIENT_TLS_FAILED && !m->notls) {
 		m->notls = true; /* the same address again, in the clear */
+	} else if (m->cached) {
+		/* host/addr still point at the start: try the list afresh, without
+		 * the kept connection's address unless the connection itself broke
+		 * (the peer may have timed it out: a new one may do) */
+		if (info->outcome == SMTP_CLIENT_OK)
+			snprintf(m->skip_ip, sizeof m->skip_ip, "%s", k->ip);
 	} else {
 		m->notls = false;
 		m->addr++;
 	}
+	m->cached = false;
+	conn_release(k);
 	dom_try_next(m);
+}
+
+/* k is over: its slot is free for whoever waits. */
+static void on_done(struct smtp_client *c, const struct smtp_client_info *info, void *arg)
+{
+	struct conn *k = arg;
+	struct delivery *d = k->d;
+	if (k->m != NULL) {
+		/* smtp_client.h: the message's callback always comes first */
+		log_err("-", "event=impossible where=delivery-on-done");
+		abort();
+	}
+	log_debug("-",
+	    "event=connection-closed domain=%s host=%s ip=%s messages=%u outcome=%s reason=%s",
+	    log_str(k->dest->name), log_str(info->peer_host), info->peer_ip, k->messages,
+	    smtp_client_outcome_name(info->outcome), log_str(info->reason));
+	if (k->idle)
+		idle_remove(k);
+	for (struct conn **p = &d->conns; *p; p = &(*p)->next)
+		if (*p == k) {
+			*p = k->next;
+			break;
+		}
+	k->dest->nconns--;
+	d->nconns--;
+	smtp_client_free(c);
+	free(k);
+	serve_all(d);
+	dests_sweep(d);
 }
 
 static bool dom_unfinished(const struct dom *m)
@@ -259,11 +576,20 @@ static bool dom_unfinished(const struct dom *m)
 	return false;
 }
 
-/* Connect to the next address that has not been tried, or end the domain. */
-static void dom_try_next(struct dom *m)
+/* Put m's pending recipients on a kept connection, or on a new one to the
+ * next address not tried yet, or wait for a slot, or end the domain. */
+static enum dom_step dom_try_next(struct dom *m)
 {
 	struct job *j = m->job;
 	struct delivery *d = j->d;
+	struct dest *t = m->dest;
+	if (!m->had_conn && t->idle && dom_unfinished(m)) {
+		struct conn *k = t->idle;
+		idle_remove(k);
+		if (conn_send(k, m, true) == 0)
+			return DOM_BUSY;
+		smtp_client_quit(k->c); /* not usable after all: a new one below */
+	}
 	while (dom_unfinished(m) && m->host < m->t->nhosts) {
 		struct dns_host *h = &m->t->hosts[m->host];
 		if (m->addr >= h->naddrs) {
@@ -272,78 +598,29 @@ static void dom_try_next(struct dom *m)
 			continue;
 		}
 		const struct dns_addr *a = &h->addrs[m->addr];
-		struct sockaddr_storage peer;
-		socklen_t plen;
-		memset(&peer, 0, sizeof peer);
-		const struct sockaddr_storage *src = NULL;
-		if (a->family == AF_INET) {
-			struct sockaddr_in *s4 = (struct sockaddr_in *)&peer;
-			s4->sin_family = AF_INET;
-			s4->sin_port = htons((uint16_t)d->cfg->delivery.port);
-			s4->sin_addr = a->u.v4;
-			plen = sizeof *s4;
-			src = d->has_src4 ? &d->src4 : NULL;
-		} else {
-			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&peer;
-			s6->sin6_family = AF_INET6;
-			s6->sin6_port = htons((uint16_t)d->cfg->delivery.port);
-			s6->sin6_addr = a->u.v6;
-			plen = sizeof *s6;
-			src = d->has_src6 ? &d->src6 : NULL;
+		if (strcmp(a->text, m->skip_ip) == 0) {
+			m->addr++;
+			continue;
 		}
-		/* this connection carries the recipients not yet final */
-		size_t n = 0;
-		m->crcpts = calloc(m->n, sizeof *m->crcpts);
-		m->cidx = calloc(m->n, sizeof *m->cidx);
-		if (m->crcpts == NULL || m->cidx == NULL)
-			abort();
+		if (!slot_free(d, t)) {
+			/* make room where the limit is: this domain's, else any idle one */
+			close_idle(
+			    d, t->nconns >= d->cfg->delivery.connections_per_domain ? t : NULL);
+			wait_push(m);
+			return DOM_WAITING;
+		}
+		struct conn *k = conn_open(m, h, a);
+		if (k != NULL && conn_send(k, m, false) == 0)
+			return DOM_BUSY; /* on_msg, then on_done */
+		log_err(j->due->id, "event=client-failed host=%s ip=%s", log_str(h->name), a->text);
+		if (k != NULL)
+			smtp_client_quit(k->c); /* its on_done frees it */
 		for (size_t i = 0; i < m->n; i++) {
 			struct rcpt *r = &j->r[m->idx[i]];
-			if (r->state != R_TODO && r->state != R_TEMP)
-				continue;
-			r->state = R_TODO;
-			m->crcpts[n] = (struct smtp_client_rcpt){r->due->rcpt,
-			    r->notify_given ? r->notify : 0, r->has_orcpt ? &r->orcpt : NULL};
-			m->cidx[n++] = m->idx[i];
+			if (r->state == R_TODO || r->state == R_TEMP)
+				rcpt_set(
+				    r, R_TEMP, "4.3.0", "local error starting a connection", NULL);
 		}
-		m->msg = (struct smtp_client_msg){
-		    .id = j->due->id,
-		    .sender = j->due->sender,
-		    .rcpts = m->crcpts,
-		    .nrcpts = n,
-		    .path = j->due->path,
-		    .eightbit = j->eightbit,
-		    .smtputf8 = j->smtputf8,
-		    .ret = j->ret,
-		    .envid = j->due->envid,
-		};
-		struct smtp_client_opts o = {
-		    .helo_name = d->cfg->hostname,
-		    .peer = (const struct sockaddr *)&peer,
-		    .peer_len = plen,
-		    .peer_host = h->name,
-		    .source = (const struct sockaddr *)src,
-		    .source_len = src ? (a->family == AF_INET ? sizeof(struct sockaddr_in)
-		                                              : sizeof(struct sockaddr_in6))
-		                      : 0,
-		    .tls = m->notls ? NULL : d->tls,
-		    .log_id = j->due->id,
-		    .done = on_done,
-		    .done_arg = m,
-		};
-		m->c = smtp_client_new(d->base, &o);
-		if (m->c != NULL && smtp_client_send(m->c, &m->msg, on_msg, m) == 0)
-			return; /* on_msg, then on_done */
-		log_err(j->due->id, "event=client-failed host=%s ip=%s", log_str(h->name), a->text);
-		smtp_client_free(m->c);
-		m->c = NULL;
-		for (size_t i = 0; i < n; i++)
-			rcpt_set(&j->r[m->cidx[i]], R_TEMP, "4.3.0",
-			    "local error starting a connection", NULL);
-		free(m->crcpts);
-		free(m->cidx);
-		m->crcpts = NULL;
-		m->cidx = NULL;
 		m->addr++;
 	}
 	/* every address tried (or all final): untried recipients are temporary */
@@ -353,6 +630,7 @@ static void dom_try_next(struct dom *m)
 			rcpt_set(r, R_TEMP, "4.4.1", "no host could be reached", NULL);
 	}
 	job_dom_done(m);
+	return DOM_DONE;
 }
 
 /* ---- DNS ---- */
@@ -588,7 +866,8 @@ static void job_free(struct job *j)
 		struct dom *m = &j->doms[i];
 		if (m->req)
 			dns_cancel(m->req);
-		smtp_client_free(m->c);
+		if (m->dest)
+			m->dest->ndoms--; /* the conns and dests go in delivery_main */
 		dns_targets_free(m->t);
 		free(m->name);
 		free(m->idx);
@@ -720,8 +999,10 @@ static void job_finish(struct job *j)
 	free(u);
 	job_unlink(j);
 	job_free(j);
-	if (!d->stopping)
-		event_active(d->wake, EV_READ, 0); /* room for more; not from inside a callback */
+	/* room for more: scan again (from the loop, not inside a callback) once
+	 * half the room is free, so that a busy queue is read in batches */
+	if (!d->stopping && d->njobs <= d->jobs_max / 2)
+		event_active(d->wake, EV_READ, 0);
 }
 
 static void job_dom_done(struct dom *m)
@@ -814,6 +1095,8 @@ static void job_start(struct delivery *d, struct store_due *e)
 			m->job = j;
 			m->name = xstrdup(dn);
 			util_lower(m->name);
+			m->dest = dest_get(d, m->name);
+			m->dest->ndoms++;
 			m->idx = calloc(e->nrcpts, sizeof *m->idx);
 			if (m->idx == NULL)
 				abort();
@@ -835,19 +1118,22 @@ static void job_start(struct delivery *d, struct store_due *e)
 
 static void scan(struct delivery *d)
 {
-	if (d->stopping || d->njobs >= DELIVERY_JOBS_MAX)
+	if (d->stopping || d->njobs >= d->jobs_max)
 		return;
+	/* the entries in progress are due too (their attempt is not recorded
+	 * yet) and, being the oldest, come first: ask for enough to get past them */
 	struct store_due *due = NULL;
 	size_t n = 0;
-	int rc = store_queue_due(d->st, time(NULL), DELIVERY_SCAN_MAX, &due, &n);
+	int rc = store_queue_due(d->st, time(NULL), d->jobs_max + d->njobs, &due, &n);
 	if (rc != STORE_OK) {
 		log_warn("-", "event=queue-scan-failed error=\"%s\"", log_str(store_error(d->st)));
 		return;
 	}
-	for (size_t i = 0; i < n && d->njobs < DELIVERY_JOBS_MAX; i++)
+	for (size_t i = 0; i < n && d->njobs < d->jobs_max; i++)
 		if (!job_running(d, due[i].id))
 			job_start(d, &due[i]);
 	store_due_free(due, n); /* the moved-out ones are zeroed */
+	dests_sweep(d);
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -863,10 +1149,22 @@ static void *delivery_main(void *arg)
 	scan(d); /* what was due when we stopped */
 	event_base_dispatch(d->base);
 	/* stopping: drop what is in progress (due again at the next start) */
+	while (d->conns) {
+		struct conn *k = d->conns;
+		d->conns = k->next;
+		smtp_client_free(k->c); /* no callbacks any more */
+		free(k);
+	}
 	while (d->jobs) {
 		struct job *j = d->jobs;
 		d->jobs = j->next;
 		job_free(j);
+	}
+	while (d->dests) {
+		struct dest *t = d->dests;
+		d->dests = t->next;
+		free(t->name);
+		free(t);
 	}
 	return NULL;
 }
@@ -879,6 +1177,10 @@ struct delivery *delivery_start(const struct config *cfg, struct buf *err)
 		return NULL;
 	}
 	d->cfg = cfg;
+	/* enough entries in progress to keep every connection busy */
+	d->jobs_max = 2 * (size_t)cfg->delivery.connections;
+	if (d->jobs_max < DELIVERY_JOBS_MIN)
+		d->jobs_max = DELIVERY_JOBS_MIN;
 	if (dns_family_parse(cfg->delivery.family, &d->family) < 0)
 		d->family = DNS_FAMILY_ANY;
 	const char *src = cfg->delivery.source;
@@ -920,9 +1222,12 @@ struct delivery *delivery_start(const struct config *cfg, struct buf *err)
 	}
 	log_info("-",
 	    "event=delivery-started scan_interval=%u retry_min=%u retry_max=%u "
-	    "max_lifetime=%u delay_warning=%u port=%u",
+	    "max_lifetime=%u delay_warning=%u port=%u connections=%u per_domain=%u "
+	    "cache_time=%u reuse_max=%u",
 	    cfg->delivery.scan_interval, cfg->delivery.retry_min, cfg->delivery.retry_max,
-	    cfg->delivery.max_lifetime, cfg->delivery.delay_warning, cfg->delivery.port);
+	    cfg->delivery.max_lifetime, cfg->delivery.delay_warning, cfg->delivery.port,
+	    cfg->delivery.connections, cfg->delivery.connections_per_domain,
+	    cfg->delivery.connection_cache_time, cfg->delivery.connection_reuse_max);
 	return d;
 fail:
 	if (d->wake)

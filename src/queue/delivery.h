@@ -13,6 +13,14 @@
  * the domain is sent or failed or every address was tried. A failed TLS
  * handshake is retried once on the same address in the clear.
  *
+ * Connections: at most delivery.connections in total and
+ * delivery.connections_per_domain to one domain; a message that finds no
+ * free slot waits for one. After a message a connection is kept for
+ * connection_cache_time seconds (up to connection_reuse_max messages) and
+ * the next message to the same domain goes over it (RSET, MAIL). A kept
+ * connection that turns out broken is replaced at once, in the same
+ * attempt.
+ *
  * Outcomes per recipient: 2xx sent; 5xx failed (bounce); 4xx, connection
  * trouble and DNS trouble: pending, next attempt after retry_min doubling
  * per attempt up to retry_max; still pending after max_lifetime: failed.

@@ -1238,8 +1238,9 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
 		c->msg = NULL;
 		c->msg_cb = NULL;
 		c->phase = MSG_NONE;
+		size_t nrcpts = m->nrcpts; /* m may be gone once cb returns */
 		cb(c, &res, cb_arg);
-		for (size_t i = 0; i < m->nrcpts; i++)
+		for (size_t i = 0; i < nrcpts; i++)
 			free(rs[i].text);
 		free(rs);
 		free(rr);

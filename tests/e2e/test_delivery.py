@@ -28,13 +28,21 @@ class Peer:
     line to RCPT (conn_no counts connections from 1); messages are kept as
     (rcpts, data bytes)."""
 
-    def __init__(self, ip, rcpt=lambda n, addr: "250 2.1.5 ok", listen=True, bad_tls=False):
+    def __init__(self, ip, rcpt=lambda n, addr: "250 2.1.5 ok", listen=True, bad_tls=False,
+                 data_delay=0.0, drop_after=0):
         self.ip = ip
         self.rcpt = rcpt
         self.bad_tls = bad_tls  # offer STARTTLS, then answer the handshake with junk
+        self.data_delay = data_delay  # seconds before the reply to the final dot
+        # close a connection without a reply at the first command after this
+        # many messages on it (a server that timed out a kept connection)
+        self.drop_after = drop_after
         self.msgs = []
         self.senders = []  # MAIL FROM of each message in msgs
         self.conns = 0
+        self.active = 0  # connections open now
+        self.max_active = 0
+        self.per_conn = []  # messages carried by each connection (when it ended)
         self.lock = threading.Lock()
         self.sock = None
         if listen:
@@ -66,7 +74,11 @@ class Peer:
         with self.lock:
             self.conns += 1
             n = self.conns
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
         f = c.makefile("rb")
+        carried = 0
+        counted = True  # in self.active
 
         def w(line):
             c.sendall((line + "\r\n").encode())
@@ -77,6 +89,8 @@ class Peer:
             for raw in f:
                 cmd = raw.decode(errors="replace").rstrip("\r\n")
                 up = cmd.upper()
+                if self.drop_after and carried >= self.drop_after:
+                    break
                 if up.startswith("EHLO"):
                     w("250-peer.test")
                     if self.bad_tls:
@@ -108,13 +122,21 @@ class Peer:
                         if d == b".\r\n":
                             break
                         data += d
+                    if self.data_delay:
+                        time.sleep(self.data_delay)
                     with self.lock:
                         self.senders.append(sender)
                         self.msgs.append((rcpts, data))
+                    carried += 1
                     w("250 2.0.0 accepted")
                 elif up in ("RSET", "NOOP"):
                     w("250 2.0.0 ok")
                 elif up == "QUIT":
+                    # no longer active from here: the client may open the
+                    # next connection as soon as it has the reply
+                    with self.lock:
+                        self.active -= 1
+                        counted = False
                     w("221 2.0.0 bye")
                     break
                 else:
@@ -122,6 +144,10 @@ class Peer:
         except OSError:
             pass
         finally:
+            with self.lock:
+                if counted:
+                    self.active -= 1
+                self.per_conn.append(carried)
             c.close()
 
     def wait(self, n=1, timeout=30.0):
@@ -397,3 +423,102 @@ def test_tls_handshake_failure_retries_in_the_clear(make_server, make_dns, peers
     wait_for(lambda: qlist(a) == [], 10, "an empty queue")
     att = [e[3] for e in events(a, "attempt")]
     assert "outcome=tls-failed" in att[0] and "outcome=ok" in att[1], att
+
+
+# ---------------------------------------------------------------- connections
+
+def submit_many(a, rcpt_of, n, tag):
+    """n messages in one submission session, the i-th to rcpt_of(i)."""
+    with smtplib.SMTP(a.ip, SUBMISSION_PORT, timeout=30) as c:
+        c.login(ALICE, PW)
+        for i in range(n):
+            r = rcpt_of(i)
+            body = ("From: %s\r\nTo: %s\r\nSubject: %s %d\r\n\r\nbody %s %d\r\n"
+                    % (ALICE, r, tag, i, tag, i))
+            c.sendmail(ALICE, [r], body.encode())
+
+
+def test_messages_to_one_domain_share_a_kept_connection(make_server, make_dns, peers):
+    """With one connection per domain allowed, ten messages queued for the
+    same domain go over a single connection (RSET, next MAIL), each once."""
+    p = peers()
+    a, dns = start_sender(make_server, make_dns, mx_zone("peer.test", p.ip),
+                          connections_per_domain=1, connection_cache_time=10)
+    submit_many(a, lambda i: "r%d@peer.test" % i, 10, "kept")
+    msgs = p.wait(10)
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+    assert p.conns == 1 and p.max_active == 1, (p.conns, p.max_active)
+    assert sorted(m[0][0] for m in msgs) == sorted("r%d@peer.test" % i for i in range(10))
+    assert all(b"body kept" in m[1] for m in msgs)
+    assert "reused=yes" in a.log_text()
+    time.sleep(1)
+    assert len(p.msgs) == 10
+
+
+def test_without_a_cache_time_every_message_has_its_own_connection(
+        make_server, make_dns, peers):
+    p = peers()
+    a, dns = start_sender(make_server, make_dns, mx_zone("peer.test", p.ip),
+                          connections_per_domain=1, connection_cache_time=0)
+    submit_many(a, lambda i: "n%d@peer.test" % i, 4, "fresh")
+    p.wait(4)
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+    assert p.conns == 4 and p.max_active == 1 and p.per_conn.count(1) == 4, p.per_conn
+    assert "reused=yes" not in a.log_text()
+
+
+def test_reuse_max_ends_a_connection_after_that_many_messages(make_server, make_dns, peers):
+    p = peers()
+    a, dns = start_sender(make_server, make_dns, mx_zone("peer.test", p.ip),
+                          connections_per_domain=1, connection_cache_time=10,
+                          connection_reuse_max=3)
+    submit_many(a, lambda i: "m%d@peer.test" % i, 7, "capped")
+    p.wait(7)
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+    wait_for(lambda: p.active == 0 and sum(p.per_conn) == 7, 20, "the connections to end")
+    assert max(p.per_conn) <= 3 and p.conns >= 3, p.per_conn
+
+
+def test_connections_per_domain_and_in_total_are_limits(make_server, make_dns, peers):
+    """A slow peer keeps connections busy: at most connections_per_domain
+    of them to one domain, at most connections in total over two domains."""
+    p = peers(data_delay=0.4)
+    q = peers(data_delay=0.4)
+    a, dns = start_sender(make_server, make_dns,
+                          {**mx_zone("one.test", p.ip), **mx_zone("two.test", q.ip)},
+                          connections_per_domain=2, connections=3, connection_cache_time=0)
+    both = [0]  # the most connections open to the two peers at once
+
+    def watch():
+        while len(p.msgs) + len(q.msgs) < 12:
+            both[0] = max(both[0], p.active + q.active)
+            time.sleep(0.005)
+
+    w = threading.Thread(target=watch, daemon=True)
+    w.start()
+    submit_many(a, lambda i: "x%d@%s" % (i, "one.test" if i % 2 else "two.test"), 12, "limits")
+    p.wait(6)
+    q.wait(6)
+    w.join(5)
+    wait_for(lambda: qlist(a) == [], 15, "an empty queue")
+    assert p.max_active <= 2 and q.max_active <= 2, (p.max_active, q.max_active)
+    assert p.max_active == 2 or q.max_active == 2  # the slow peers really made them wait
+    assert 2 <= both[0] <= 3, both
+
+
+def test_a_kept_connection_the_peer_dropped_is_replaced_at_once(make_server, make_dns, peers):
+    """The peer closes each connection, without a reply, at the first command
+    after one message (as a server whose idle timeout ran out would): the
+    next message goes on a new connection in the same attempt, not after a
+    retry delay."""
+    p = peers(drop_after=1)
+    a, dns = start_sender(make_server, make_dns, mx_zone("peer.test", p.ip),
+                          connections_per_domain=1, connection_cache_time=10,
+                          retry_min=600, retry_max=600)
+    submit_many(a, lambda i: "d%d@peer.test" % i, 3, "dropped")
+    p.wait(3, timeout=20)
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+    assert len(p.msgs) == 3 and p.conns >= 3
+    att = [e[3] for e in events(a, "attempt")]
+    assert any("outcome=closed" in t for t in att), att  # a kept one was tried and failed
+    assert sorted(m[0][0] for m in p.msgs) == ["d0@peer.test", "d1@peer.test", "d2@peer.test"]

@@ -98,6 +98,10 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.delivery.retry_max, 3600);
 	assert_int_equal(cfg.delivery.max_lifetime, 5 * 86400);
 	assert_int_equal(cfg.delivery.delay_warning, 4 * 3600);
+	assert_int_equal(cfg.delivery.connections, 100);
+	assert_int_equal(cfg.delivery.connections_per_domain, 20);
+	assert_int_equal(cfg.delivery.connection_cache_time, 2);
+	assert_int_equal(cfg.delivery.connection_reuse_max, 100);
 	assert_int_equal(config_listen_count(cfg.listen.smtp), 1);
 	assert_string_equal(cfg.listen.smtp[0], "0.0.0.0:25");
 	assert_string_equal(cfg.listen.submission[0], "0.0.0.0:587");
@@ -213,6 +217,10 @@ static void test_full_file(void **state)
 	                                           "  retry_max = 600\n"
 	                                           "  max_lifetime = 86400\n"
 	                                           "  delay_warning = 0\n"
+	                                           "  connections = 8\n"
+	                                           "  connections_per_domain = 3\n"
+	                                           "  connection_cache_time = 0\n"
+	                                           "  connection_reuse_max = 7\n"
 	                                           "}\n");
 	struct config cfg;
 	struct buf err = BUF_INIT;
@@ -258,6 +266,10 @@ static void test_full_file(void **state)
 	assert_int_equal(cfg.delivery.retry_max, 600);
 	assert_int_equal(cfg.delivery.max_lifetime, 86400);
 	assert_int_equal(cfg.delivery.delay_warning, 0);
+	assert_int_equal(cfg.delivery.connections, 8);
+	assert_int_equal(cfg.delivery.connections_per_domain, 3);
+	assert_int_equal(cfg.delivery.connection_cache_time, 0);
+	assert_int_equal(cfg.delivery.connection_reuse_max, 7);
 	config_free(&cfg);
 	buf_free(&err);
 }
@@ -293,7 +305,15 @@ static void test_bad_values(void **state)
 	expect_error("delivery { source = \"example.com\" }\n", "bad.conf:1:", "source");
 	expect_error("delivery { scan_interval = 0 }\n", "bad.conf:1:", "delivery.scan_interval");
 	expect_error("delivery { retry_min = -1 }\n", "bad.conf:1:", "delivery.retry_min");
-	expect_error("delivery { max_lifetime = 999999999 }\n", "bad.conf:1:", "delivery.max_lifetime");
+	expect_error(
+	    "delivery { max_lifetime = 999999999 }\n", "bad.conf:1:", "delivery.max_lifetime");
+	expect_error("delivery { connections = 0 }\n", "bad.conf:1:", "delivery.connections");
+	expect_error("\ndelivery { connections_per_domain = 0 }\n",
+	    "bad.conf:2:", "delivery.connections_per_domain");
+	expect_error("delivery { connection_cache_time = 301 }\n",
+	    "bad.conf:1:", "delivery.connection_cache_time");
+	expect_error("delivery { connection_reuse_max = 0 }\n",
+	    "bad.conf:1:", "delivery.connection_reuse_max");
 	expect_error("resolver = \"8.8.8.8@dns\"\n", "bad.conf:1:", "resolver");
 	expect_error("resolver = \"dns.example\"\n", "bad.conf:1:", "resolver");
 	expect_error("hostname = \"bad host\"\n", "bad.conf:1:", "hostname");
