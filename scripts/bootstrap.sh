@@ -7,7 +7,8 @@ set -eu
 PKGS="build-essential meson ninja-build pkg-config clang lld
 libevent-dev libunbound-dev libsqlite3-dev libssl-dev libconfuse-dev libcrypt-dev
 libpsl-dev libidn2-dev libcmocka-dev libclang-rt-14-dev libfuzzer-14-dev
-python3 python3-pytest swaks libnet-ssleay-perl curl openssl unbound sqlite3 procps"
+python3 python3-pytest swaks libnet-ssleay-perl curl openssl unbound sqlite3 procps
+postfix"
 
 missing=""
 for p in $PKGS; do
@@ -34,6 +35,9 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   $SUDO sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d'
   trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
+# postfix is a test peer and the benchmarks' reference (private instances on
+# loopback): no system configuration, and policy-rc.d keeps it from starting.
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing
