@@ -71,7 +71,7 @@ const char cli_help_main[] =
     "    mailbox list|show ADDRESS [--folder F] [UID]\n"
     "                        the messages in a user's folder, or one message's bytes\n"
     "    queue list|show|retry|hold|release|delete [ID] [--all]\n"
-    "                        the messages waiting for other domains (not delivered yet)\n"
+    "                        the messages waiting for delivery to other domains\n"
     "    sendmail [-t] [-i] [-f SENDER] [-F NAME] [RECIPIENT...]\n"
     "                        send a message from standard input, as sendmail does\n"
     "    mx DOMAIN [--json]  the mail servers of a domain, by preference, with addresses\n"

@@ -14,7 +14,10 @@
  *         job, because it outlives the message it carried when it is kept
  *         for the next message to the same domain.
  * A job ends when all its doms have; then bounces/warnings are made
- * durable and the attempt is recorded in one store transaction.
+ * durable and the job waits (still in d->jobs, so that no scan starts its
+ * entry again) until a 1 ms timer records the attempts of every job that
+ * ended meanwhile in one store transaction: one commit and one fsync for a
+ * batch (group commit), not one per message.
  *
  * Connection rules: a dom that has not had a connection yet takes an idle
  * one of its domain if there is one (RSET, then the next MAIL); otherwise it
@@ -121,6 +124,12 @@ struct job {
 	size_t ndoms, doms_left;
 	bool eightbit, smtputf8;
 	enum dsn_ret ret;
+	/* finished: the attempt to record (att, updates), and its figures */
+	bool finished;
+	struct store_attempt att;
+	struct store_rcpt_update *updates;
+	size_t nsent, nfailed, npending;
+	long long retry_in;
 	/* events to record with the attempt */
 	struct store_event_rec *ev;
 	struct buf *evtext;
@@ -133,6 +142,8 @@ struct delivery {
 	struct event_base *base;
 	struct event *wake;
 	struct event *timer;
+	struct event *flush; /* records the finished jobs' attempts */
+	size_t nfinished;
 	struct store *st;
 	struct dns_resolver *dns;
 	struct tls_client *tls;
@@ -885,6 +896,7 @@ static void job_free(struct job *j)
 		buf_free(&j->evtext[i]);
 	free(j->ev);
 	free(j->evtext);
+	free(j->updates);
 	store_due_free(j->due, 1);
 	free(j);
 }
@@ -971,7 +983,7 @@ static void job_finish(struct job *j)
 	}
 	for (size_t i = 0; i < j->nev; i++)
 		j->ev[i].text = buf_cstr(&j->evtext[i]);
-	struct store_attempt a = {
+	j->att = (struct store_attempt){
 	    .id = e->id,
 	    .rcpts = u,
 	    .nrcpts = e->nrcpts,
@@ -981,28 +993,75 @@ static void job_finish(struct job *j)
 	    .events = j->ev,
 	    .nevents = j->nev,
 	};
-	bool removed = false;
+	j->updates = u;
+	j->nsent = sent;
+	j->nfailed = failed;
+	j->npending = pending;
+	j->retry_in = pending ? (long long)delay : 0;
+	/* recorded with the others that end about now, in one commit; the job
+	 * stays in d->jobs until then, so that no scan starts the entry again */
+	j->finished = true;
+	d->nfinished++;
+	if (!evtimer_pending(d->flush, NULL)) {
+		struct timeval tv = {0, 1000};
+		evtimer_add(d->flush, &tv);
+	}
+}
+
+/* Record every finished job's attempt in one transaction, then free them. */
+static void flush_attempts(struct delivery *d)
+{
+	if (d->nfinished == 0)
+		return;
+	struct store_attempt *a = calloc(d->nfinished, sizeof *a);
+	struct job **js = calloc(d->nfinished, sizeof *js);
+	int *rcs = calloc(d->nfinished, sizeof *rcs);
+	bool *removed = calloc(d->nfinished, sizeof *removed);
+	if (a == NULL || js == NULL || rcs == NULL || removed == NULL)
+		abort();
+	size_t n = 0;
+	for (struct job *j = d->jobs; j; j = j->next)
+		if (j->finished) {
+			js[n] = j;
+			a[n++] = j->att;
+		}
 	int rc = STORE_BUSY;
 	for (int attempt = 0; attempt < 20 && rc == STORE_BUSY; attempt++) {
-		rc = store_queue_attempt(d->st, &a, &removed);
+		rc = store_queue_attempts(d->st, a, n, rcs, removed);
 		if (rc == STORE_BUSY)
 			usleep(50000);
 	}
-	if (rc == STORE_NOTFOUND)
-		log_info(e->id, "event=attempt-unrecorded reason=deleted-meanwhile");
-	else if (rc != STORE_OK)
-		log_err(
-		    e->id, "event=attempt-unrecorded error=\"%s\"", log_str(store_error(d->st)));
-	log_info(e->id,
-	    "event=attempt-done sent=%zu failed=%zu pending=%zu retry_in=%lld removed=%s", sent,
-	    failed, pending, pending ? (long long)delay : 0LL, removed ? "yes" : "no");
-	free(u);
-	job_unlink(j);
-	job_free(j);
-	/* room for more: scan again (from the loop, not inside a callback) once
-	 * half the room is free, so that a busy queue is read in batches */
+	for (size_t k = 0; k < n; k++) {
+		struct job *j = js[k];
+		const char *id = j->due->id;
+		if (rcs[k] == STORE_NOTFOUND)
+			log_info(id, "event=attempt-unrecorded reason=deleted-meanwhile");
+		else if (rcs[k] != STORE_OK)
+			log_err(id, "event=attempt-unrecorded error=\"%s\"",
+			    log_str(store_error(d->st)));
+		log_info(id,
+		    "event=attempt-done sent=%zu failed=%zu pending=%zu retry_in=%lld removed=%s "
+		    "batch=%zu",
+		    j->nsent, j->nfailed, j->npending, j->retry_in, removed[k] ? "yes" : "no", n);
+		job_unlink(j);
+		job_free(j);
+	}
+	d->nfinished = 0;
+	free(a);
+	free(js);
+	free(rcs);
+	free(removed);
+	/* room for more: scan again once half the room is free, so that a busy
+	 * queue is read in batches */
 	if (!d->stopping && d->njobs <= d->jobs_max / 2)
 		event_active(d->wake, EV_READ, 0);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	flush_attempts(arg);
 }
 
 static void job_dom_done(struct dom *m)
@@ -1148,7 +1207,9 @@ static void *delivery_main(void *arg)
 	struct delivery *d = arg;
 	scan(d); /* what was due when we stopped */
 	event_base_dispatch(d->base);
-	/* stopping: drop what is in progress (due again at the next start) */
+	/* stopping: record what has finished, drop what is in progress (due
+	 * again at the next start) */
+	flush_attempts(d);
 	while (d->conns) {
 		struct conn *k = d->conns;
 		d->conns = k->next;
@@ -1211,8 +1272,10 @@ struct delivery *delivery_start(const struct config *cfg, struct buf *err)
 		goto fail;
 	d->wake = event_new(d->base, -1, EV_PERSIST, on_wake, d);
 	d->timer = event_new(d->base, -1, EV_PERSIST, on_wake, d);
+	d->flush = evtimer_new(d->base, on_flush, d);
 	struct timeval tv = {(time_t)cfg->delivery.scan_interval, 0};
-	if (d->wake == NULL || d->timer == NULL || event_add(d->timer, &tv) < 0) {
+	if (d->wake == NULL || d->timer == NULL || d->flush == NULL ||
+	    event_add(d->timer, &tv) < 0) {
 		buf_puts(err, "delivery: cannot set up events");
 		goto fail;
 	}
@@ -1234,6 +1297,8 @@ fail:
 		event_free(d->wake);
 	if (d->timer)
 		event_free(d->timer);
+	if (d->flush)
+		event_free(d->flush);
 	tls_client_free(d->tls);
 	dns_resolver_free(d->dns);
 	store_close(d->st);
@@ -1269,6 +1334,7 @@ void delivery_stop(struct delivery *d)
 	pthread_join(d->thread, NULL);
 	event_free(d->wake);
 	event_free(d->timer);
+	event_free(d->flush);
 	dns_resolver_free(d->dns);
 	tls_client_free(d->tls);
 	store_close(d->st);

@@ -36,6 +36,8 @@
  *
  * Crash safety: entries being worked on are kept in memory only; after a
  * restart they are due again, so a message may go twice, never not at all.
+ * Attempts that end about the same time are recorded in one transaction
+ * (store_queue_attempts); a crash before that commit repeats them.
  */
 #ifndef DAKIYA_DELIVERY_H
 #define DAKIYA_DELIVERY_H

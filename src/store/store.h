@@ -49,7 +49,7 @@ const char *store_data_dir(const struct store *st);
 
 /* ---- domains ---- */
 int store_domain_add(struct store *st, const char *domain);
-int store_domain_del(struct store *st, const char *domain); /* also its users, aliases, mail */
+int store_domain_del(struct store *st, const char *domain);    /* also its users, aliases, mail */
 int store_domain_exists(struct store *st, const char *domain); /* STORE_OK or STORE_NOTFOUND */
 int store_domain_list(struct store *st, void (*cb)(void *arg, const char *domain), void *arg);
 
@@ -66,8 +66,8 @@ int store_user_get_hash(struct store *st, const char *address, struct buf *out);
  * was added with, domain lower case) into out; address may differ in case. */
 int store_user_canonical(struct store *st, const char *address, struct buf *out);
 /* All users (domain == NULL) or those of one domain. */
-int store_user_list(struct store *st, const char *domain,
-    void (*cb)(void *arg, const char *address), void *arg);
+int store_user_list(
+    struct store *st, const char *domain, void (*cb)(void *arg, const char *address), void *arg);
 
 /* ---- aliases ---- */
 /* address is "local@domain", or "@domain" for a catch-all. target is any
@@ -104,8 +104,8 @@ struct store_rcpt {
  * Returns STORE_OK with targets filled (free with store_rcpt_free),
  * STORE_NOTFOUND (our domain, nobody there), STORE_NOTLOCAL (not our domain),
  * STORE_BUSY/STORE_ERR on trouble. */
-int store_resolve_rcpt(struct store *st, const char *local, const char *domain,
-    struct store_rcpt *out);
+int store_resolve_rcpt(
+    struct store *st, const char *local, const char *domain, struct store_rcpt *out);
 void store_rcpt_free(struct store_rcpt *r);
 
 /* ---- blobs ---- */
@@ -121,8 +121,8 @@ int store_blob_dir(struct store *st, const char *id, struct buf *dir);
  * "bounced", ...) for a queue id, timestamped now (ms). rcpt and text may be
  * NULL; text holds key=value details. store_deliver_batch records "stored"
  * (text "uid=N modseq=M"), "queued" and "dropped" events itself. */
-int store_event_add(struct store *st, const char *queue_id, const char *kind, const char *rcpt,
-    const char *text);
+int store_event_add(
+    struct store *st, const char *queue_id, const char *kind, const char *rcpt, const char *text);
 /* The events of a queue id, oldest first; STORE_NOTFOUND if there are none. */
 int store_event_list(struct store *st, const char *queue_id,
     void (*cb)(void *arg, int64_t time_ms, const char *kind, const char *rcpt, const char *text),
@@ -130,16 +130,16 @@ int store_event_list(struct store *st, const char *queue_id,
 
 /* ---- delivery ---- */
 struct store_delivery {
-	const char *blob;          /* blob id (the queue id) */
-	uint64_t size;             /* bytes in the blob */
+	const char *blob; /* blob id (the queue id) */
+	uint64_t size;    /* bytes in the blob */
 	time_t internal_date;
-	const char *mail_from;     /* envelope sender ("" for <>) */
-	const char *message_id;    /* header summary, may be NULL */
+	const char *mail_from;  /* envelope sender ("" for <>) */
+	const char *message_id; /* header summary, may be NULL */
 	const char *from;
 	const char *subject;
 	const char *date;
-	const char *const *users;  /* local owners */
-	const char *const *folders;/* per user: mailbox name, NULL = INBOX */
+	const char *const *users;   /* local owners */
+	const char *const *folders; /* per user: mailbox name, NULL = INBOX */
 	size_t nusers;
 	/* remote recipients to queue (outbound); may be 0 */
 	const char *const *remote;
@@ -250,6 +250,13 @@ struct store_attempt {
  * is removed (as store_queue_finish) and *removed (may be NULL) says so.
  * STORE_NOTFOUND if the entry is gone (deleted by the admin meanwhile). */
 int store_queue_attempt(struct store *st, const struct store_attempt *a, bool *removed);
+/* Record n attempts in ONE transaction (one commit, one fsync: the
+ * delivery thread's group commit). rcs[k] is each one's result, STORE_OK or
+ * STORE_NOTFOUND, and removed[k] (removed may be NULL) as above. The return
+ * value is STORE_OK, or the error that rolled back all of them (then every
+ * rcs[k] is that error too): STORE_BUSY, STORE_ERR, STORE_INVALID. */
+int store_queue_attempts(
+    struct store *st, const struct store_attempt *a, size_t n, int *rcs, bool *removed);
 /* Remove entry id if none of its recipients is pending: its rows, its blob
  * row and file unless a mailbox message still uses them. *removed (may be
  * NULL) says whether it did. STORE_NOTFOUND if id is not queued. */
@@ -268,10 +275,10 @@ struct store_msginfo {
 	uint64_t modseq;
 	uint64_t size;
 	time_t internal_date;
-	unsigned flags;            /* enum store_flag bits */
-	const char *keywords;      /* space-separated, "" if none */
+	unsigned flags;       /* enum store_flag bits */
+	const char *keywords; /* space-separated, "" if none */
 	const char *blob;
-	const char *message_id;    /* "" if none */
+	const char *message_id; /* "" if none */
 	const char *from;
 	const char *subject;
 	const char *date;
@@ -280,8 +287,8 @@ struct store_msginfo {
 int store_mailbox_list(struct store *st, const char *address, const char *folder,
     void (*cb)(void *arg, const struct store_msginfo *m), void *arg);
 /* Path of the blob holding message uid of that folder. */
-int store_message_path(struct store *st, const char *address, const char *folder,
-    uint32_t uid, struct buf *path);
+int store_message_path(
+    struct store *st, const char *address, const char *folder, uint32_t uid, struct buf *path);
 /* Folder names of a user with their special-use ("" if none). */
 int store_folder_list(struct store *st, const char *address,
     void (*cb)(void *arg, const char *name, const char *special_use, uint32_t uidvalidity,

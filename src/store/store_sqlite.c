@@ -2116,52 +2116,52 @@ static void blob_unlink(struct store *st, const char *id)
 	buf_free(&path);
 }
 
-int store_queue_attempt(struct store *st, const struct store_attempt *a, bool *removed)
+static bool attempt_valid(struct store *st, const struct store_attempt *a)
 {
-	if (removed != NULL)
-		*removed = false;
 	if (a == NULL || !blob_id_valid(a->id))
-		return STORE_INVALID;
+		return false;
 	for (size_t i = 0; i < a->nrcpts; i++) {
 		const char *x = a->rcpts[i].status;
 		if (a->rcpts[i].rcpt == NULL || x == NULL ||
 		    (strcmp(x, "sent") != 0 && strcmp(x, "failed") != 0 &&
 		        strcmp(x, "pending") != 0)) {
 			set_err(st, "queue attempt: invalid recipient update %zu", i);
-			return STORE_INVALID;
+			return false;
 		}
 	}
-	int64_t ms = util_now_ms();
-	int ret = tx_begin(st);
-	if (ret != STORE_OK)
-		return ret;
+	return true;
+}
+
+/* Inside a transaction: record attempt a. STORE_NOTFOUND (nothing written)
+ * if the entry is gone; *gone / *unused as queue_finish_tx. */
+static int queue_attempt_tx(
+    struct store *st, const struct store_attempt *a, int64_t ms, bool *gone, bool *unused)
+{
+	*gone = *unused = false;
+	int ret = STORE_OK;
 	sqlite3_stmt *s = q_get(st, Q_QUEUE_ATTEMPT);
-	if (s == NULL) {
-		ret = STORE_ERR;
-	} else {
-		bind_str(s, 1, a->id);
-		sqlite3_bind_int64(s, 2, (int64_t)a->next_attempt);
-		if (a->last_error != NULL)
-			bind_str(s, 3, a->last_error);
-		sqlite3_bind_int(s, 4, a->warned ? 1 : 0);
-		int rc = q_run(st, s);
-		if (rc != SQLITE_OK)
-			ret = db_fail(st, rc, "queue attempt");
-		else if (sqlite3_changes(st->db) == 0)
-			ret = STORE_NOTFOUND;
-		q_done(st, Q_QUEUE_ATTEMPT, s);
-	}
+	if (s == NULL)
+		return STORE_ERR;
+	bind_str(s, 1, a->id);
+	sqlite3_bind_int64(s, 2, (int64_t)a->next_attempt);
+	if (a->last_error != NULL)
+		bind_str(s, 3, a->last_error);
+	sqlite3_bind_int(s, 4, a->warned ? 1 : 0);
+	int rc = q_run(st, s);
+	if (rc != SQLITE_OK)
+		ret = db_fail(st, rc, "queue attempt");
+	else if (sqlite3_changes(st->db) == 0)
+		ret = STORE_NOTFOUND;
+	q_done(st, Q_QUEUE_ATTEMPT, s);
 	for (size_t i = 0; ret == STORE_OK && i < a->nrcpts; i++) {
-		if ((s = q_get(st, Q_QUEUE_RCPT_SET)) == NULL) {
-			ret = STORE_ERR;
-			break;
-		}
+		if ((s = q_get(st, Q_QUEUE_RCPT_SET)) == NULL)
+			return STORE_ERR;
 		bind_str(s, 1, a->id);
 		bind_str(s, 2, a->rcpts[i].rcpt);
 		bind_str(s, 3, a->rcpts[i].status);
 		if (a->rcpts[i].reply != NULL)
 			bind_str(s, 4, a->rcpts[i].reply);
-		int rc = q_run(st, s);
+		rc = q_run(st, s);
 		if (rc != SQLITE_OK)
 			ret = db_fail(st, rc, "queue rcpt update");
 		q_done(st, Q_QUEUE_RCPT_SET, s);
@@ -2169,20 +2169,64 @@ int store_queue_attempt(struct store *st, const struct store_attempt *a, bool *r
 	for (size_t i = 0; ret == STORE_OK && i < a->nevents; i++)
 		ret = event_add(
 		    st, a->id, ms, a->events[i].kind, a->events[i].rcpt, a->events[i].text);
-	bool gone = false, unused = false;
 	if (ret == STORE_OK)
-		ret = queue_finish_tx(st, a->id, &gone, &unused);
+		ret = queue_finish_tx(st, a->id, gone, unused);
+	return ret;
+}
+
+int store_queue_attempts(
+    struct store *st, const struct store_attempt *a, size_t n, int *rcs, bool *removed)
+{
+	for (size_t k = 0; k < n; k++) {
+		rcs[k] = STORE_INVALID;
+		if (removed != NULL)
+			removed[k] = false;
+	}
+	for (size_t k = 0; k < n; k++)
+		if (!attempt_valid(st, &a[k]))
+			return STORE_INVALID;
+	if (n == 0)
+		return STORE_OK;
+	bool *unused = calloc(n, sizeof *unused), *gone = calloc(n, sizeof *gone);
+	if (unused == NULL || gone == NULL) {
+		free(unused);
+		free(gone);
+		set_err(st, "queue attempt: out of memory");
+		return STORE_ERR;
+	}
+	int64_t ms = util_now_ms();
+	int ret = tx_begin(st);
+	for (size_t k = 0; ret == STORE_OK && k < n; k++) {
+		int r = queue_attempt_tx(st, &a[k], ms, &gone[k], &unused[k]);
+		if (r == STORE_OK || r == STORE_NOTFOUND)
+			rcs[k] = r;
+		else
+			ret = r;
+	}
 	if (ret == STORE_OK)
 		ret = tx_commit(st);
 	if (ret != STORE_OK) {
 		tx_rollback(st);
-		return ret;
+		for (size_t k = 0; k < n; k++)
+			rcs[k] = ret;
+	} else {
+		for (size_t k = 0; k < n; k++) {
+			if (unused[k])
+				blob_unlink(st, a[k].id);
+			if (removed != NULL)
+				removed[k] = gone[k];
+		}
 	}
-	if (unused)
-		blob_unlink(st, a->id);
-	if (removed != NULL)
-		*removed = gone;
-	return STORE_OK;
+	free(unused);
+	free(gone);
+	return ret;
+}
+
+int store_queue_attempt(struct store *st, const struct store_attempt *a, bool *removed)
+{
+	int rc = STORE_INVALID;
+	int ret = store_queue_attempts(st, a, 1, &rc, removed);
+	return ret != STORE_OK ? ret : rc;
 }
 
 int store_queue_finish(struct store *st, const char *id, bool *removed)

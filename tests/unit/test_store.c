@@ -1184,6 +1184,71 @@ static void test_queue_delivery(void **state)
 	buf_free(&c.b);
 }
 
+/* store_queue_attempts: several entries in one transaction; an entry that
+ * is gone is reported and does not stop the others; an invalid one stops
+ * all of them before anything is written. */
+static void test_queue_attempts_batch(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = f->st;
+	setup_example(f);
+	char id[3][UTIL_QID_LEN + 1];
+	struct store_delivery d[3];
+	const char *r[3][1] = {{"a@remote.test"}, {"b@remote.test"}, {"c@remote.test"}};
+	for (int i = 0; i < 3; i++) {
+		make_delivery(f, &d[i], id[i], "batch", NULL, NULL, 0);
+		d[i].remote = r[i];
+		d[i].nremote = 1;
+	}
+	assert_int_equal(store_deliver_batch(st, d, 3), STORE_OK);
+	sqlite3 *db = raw_open(f);
+	time_t now = time(NULL);
+	struct store_rcpt_update sent[] = {{"a@remote.test", "sent", "250 ok"}};
+	struct store_rcpt_update later[] = {{"b@remote.test", "pending", "451 later"}};
+	struct store_rcpt_update gone[] = {{"c@remote.test", "sent", "250 ok"}};
+	struct store_event_rec ev[] = {{"sent", "a@remote.test", "reply=\"250 ok\""}};
+	/* c is deleted by the admin meanwhile */
+	assert_int_equal(store_queue_delete(st, id[2]), STORE_OK);
+	struct store_attempt a[3] = {
+	    {id[0], sent, 1, now + 60, NULL, false, ev, 1},
+	    {id[1], later, 1, now + 60, "451 later", false, NULL, 0},
+	    {id[2], gone, 1, now + 60, NULL, false, NULL, 0},
+	};
+	int rcs[3];
+	bool removed[3] = {false, true, true};
+	assert_int_equal(store_queue_attempts(st, a, 3, rcs, removed), STORE_OK);
+	assert_int_equal(rcs[0], STORE_OK);
+	assert_true(removed[0]);
+	assert_int_equal(rcs[1], STORE_OK);
+	assert_false(removed[1]);
+	assert_int_equal(rcs[2], STORE_NOTFOUND);
+	assert_false(removed[2]);
+	char q[256];
+	snprintf(q, sizeof q, "SELECT count(*) FROM queue WHERE id = '%s'", id[0]);
+	assert_int_equal(raw_int(db, q), 0);
+	snprintf(q, sizeof q,
+	    "SELECT count(*) FROM queue WHERE id = '%s' AND attempts = 1 AND last_error = "
+	    "'451 later'",
+	    id[1]);
+	assert_int_equal(raw_int(db, q), 1);
+	snprintf(q, sizeof q, "SELECT count(*) FROM events WHERE queue_id = '%s' AND kind = 'sent'",
+	    id[0]);
+	assert_int_equal(raw_int(db, q), 1);
+	/* one invalid update: nothing of the batch is written */
+	struct store_rcpt_update bad[] = {{"b@remote.test", "maybe", NULL}};
+	struct store_attempt b[2] = {
+	    {id[1], later, 1, now + 120, "451 again", false, NULL, 0},
+	    {id[1], bad, 1, now + 120, NULL, false, NULL, 0},
+	};
+	assert_int_equal(store_queue_attempts(st, b, 2, rcs, NULL), STORE_INVALID);
+	assert_int_equal(rcs[0], STORE_INVALID);
+	assert_int_equal(raw_int(db, q), 1);
+	snprintf(q, sizeof q, "SELECT attempts FROM queue WHERE id = '%s'", id[1]);
+	assert_int_equal(raw_int(db, q), 1);
+	assert_int_equal(store_queue_attempts(st, NULL, 0, rcs, NULL), STORE_OK);
+	sqlite3_close(db);
+}
+
 /* store_user_canonical: the address as stored, whatever case it is asked in. */
 static void test_user_canonical(void **state)
 {
@@ -1222,6 +1287,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_user_owns, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_queue_delivery, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_queue_attempts_batch, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
