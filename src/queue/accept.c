@@ -12,13 +12,25 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "core/log.h"
+#include "queue/dsn.h"
+#include "queue/dsn_send.h"
 #include "smtp/smtp_parse.h"
 #include "store/store.h"
+
+static char *xstrdup(const char *s)
+{
+	char *d = strdup(s ? s : "");
+	if (d == NULL)
+		abort();
+	return d;
+}
 
 #define COMMIT_BATCH_MAX 512
 #define SUMMARY_MAX 998
@@ -39,8 +51,9 @@ struct accept_ctx {
 	pthread_t *sync_threads;
 	pthread_t committer;
 	struct store *store;
-	unsigned busy_syncs;      /* sync threads currently working */
-	accept_notify_fn notify;  /* remote recipients committed (under mu) */
+	char *hostname;
+	unsigned busy_syncs;     /* sync threads currently working */
+	accept_notify_fn notify; /* remote recipients committed (under mu) */
 	void *notify_arg;
 };
 
@@ -107,8 +120,8 @@ static void *sync_main(void *arg)
 		ctx->busy_syncs--;
 		if (rc != 0) {
 			pthread_mutex_unlock(&ctx->mu);
-			log_err(m->qid, "event=sync-failed path=%s error=\"%s\"", buf_cstr(&m->path),
-			    strerror(-rc));
+			log_err(m->qid, "event=sync-failed path=%s error=\"%s\"",
+			    buf_cstr(&m->path), strerror(-rc));
 			unlink(buf_cstr(&m->path));
 			m->rc = rc;
 			finish(m);
@@ -135,6 +148,116 @@ static char *summary(const struct accept_msg *m, const char *name)
 	return buf_steal(&v);
 }
 
+/* After m's commit: a report to its sender about n of its recipients
+ * (orcpts may be NULL, and its entries) with action, status and diag; true
+ * if it went into the queue. A failure is logged: the message itself is
+ * committed, only the notice is missing. */
+static bool send_report(struct accept_ctx *ctx, const struct accept_msg *m,
+    const char *const *rcpts, const char *const *orcpts, size_t n, enum dsn_action action,
+    const char *status, const char *diag)
+{
+	const char *what = action == DSN_ACTION_DELIVERED ? "delivered" : "failed";
+	if (m->mail_from == NULL || m->mail_from[0] == '\0') {
+		log_info(m->qid, "event=dsn-suppressed reason=null-sender action=%s", what);
+		return false;
+	}
+	struct dsn_recipient *dr = calloc(n, sizeof *dr);
+	struct dsn_orcpt *o = calloc(n, sizeof *o);
+	if (dr == NULL || o == NULL)
+		abort();
+	time_t now = time(NULL);
+	for (size_t i = 0; i < n; i++) {
+		const char *oc = orcpts ? orcpts[i] : NULL;
+		bool has = oc && dsn_parse_orcpt(oc, strlen(oc), &o[i]);
+		dr[i] = (struct dsn_recipient){
+		    .addr = rcpts[i],
+		    .orcpt_type = has ? o[i].type : NULL,
+		    .orcpt = has ? o[i].addr : NULL,
+		    .action = action,
+		    .status = status,
+		    .diagnostic = diag,
+		    .last_attempt = now,
+		};
+	}
+	enum dsn_ret ret = DSN_RET_DEFAULT;
+	if (m->ret == NULL || !dsn_parse_ret(m->ret, strlen(m->ret), &ret))
+		ret = DSN_RET_DEFAULT;
+	if (action == DSN_ACTION_DELIVERED && ret == DSN_RET_FULL)
+		ret = DSN_RET_HDRS; /* a success returns the headers only */
+	struct dsn_message dm = {
+	    .hostname = ctx->hostname,
+	    .queue_id = m->qid,
+	    .sender = m->mail_from,
+	    .envid = m->envid,
+	    .ret = ret,
+	    .arrival = (time_t)(m->received_ms / 1000),
+	    .msg_path = buf_cstr(&m->path),
+	    .now = now,
+	};
+	struct buf out = BUF_INIT;
+	buf_init(&out, 16u * 1024 * 1024);
+	bool remote = false;
+	enum dsn_rc rc = dsn_build(&dm, dr, n, &out);
+	if (rc != DSN_OK) {
+		log_err(m->qid, "event=dsn-failed action=%s error=%s", what, dsn_rc_str(rc));
+	} else if (dsn_send(ctx->store, m->qid, m->mail_from, &out, &remote) == 0) {
+		char text[64];
+		snprintf(text, sizeof text, "action=%s rcpts=%zu", what, n);
+		store_event_add(ctx->store, m->qid, "notice", NULL, text);
+	}
+	buf_free(&out);
+	free(dr);
+	free(o);
+	return remote;
+}
+
+/* After m's commit: the reports it owes. "delivered" for the local
+ * recipients that asked (RFC 3461 5.2.3); "failed" for those whose mailbox
+ * went away between RCPT and the commit, so that no accepted recipient is
+ * lost without a word. True if something went into the queue. */
+static bool commit_reports(struct accept_ctx *ctx, const struct accept_msg *m, const bool *dropped)
+{
+	bool queued = false;
+	if (m->nsuccess > 0) {
+		const char **r = calloc(m->nsuccess, sizeof *r),
+		           **o = calloc(m->nsuccess, sizeof *o);
+		if (r == NULL || o == NULL)
+			abort();
+		size_t n = 0;
+		for (size_t i = 0; i < m->nsuccess; i++) {
+			/* not if its mailbox went away (the success would be a lie) */
+			bool gone = false;
+			for (size_t u = 0; dropped && u < m->nusers; u++)
+				gone = gone || (dropped[u] && strcasecmp(m->users[u],
+				                                  m->success[i].rcpt) == 0);
+			if (!gone) {
+				r[n] = m->success[i].rcpt;
+				o[n++] = m->success[i].orcpt;
+			}
+		}
+		if (n > 0)
+			queued = send_report(ctx, m, r, o, n, DSN_ACTION_DELIVERED, "2.0.0", NULL);
+		free(r);
+		free(o);
+	}
+	size_t nd = 0;
+	for (size_t u = 0; dropped && u < m->nusers; u++)
+		nd += dropped[u];
+	if (nd > 0) {
+		const char **r = calloc(nd, sizeof *r);
+		if (r == NULL)
+			abort();
+		size_t n = 0;
+		for (size_t u = 0; u < m->nusers; u++)
+			if (dropped[u])
+				r[n++] = m->users[u];
+		queued |= send_report(ctx, m, r, NULL, n, DSN_ACTION_FAILED, "5.1.1",
+		    "the mailbox was removed after the message was accepted");
+		free(r);
+	}
+	return queued;
+}
+
 static void commit_batch(struct accept_ctx *ctx, struct accept_msg **ms, size_t n)
 {
 	/* The blob directories: usually one per batch (ids are time-ordered). */
@@ -150,13 +273,15 @@ static void commit_batch(struct accept_ctx *ctx, struct accept_msg **ms, size_t 
 		last_dir = d;
 		if (!seen && util_fsync_dir(d) < 0) {
 			rc = -errno;
-			log_err("-", "event=fsync-dir-failed dir=%s error=\"%s\"", d, strerror(errno));
+			log_err(
+			    "-", "event=fsync-dir-failed dir=%s error=\"%s\"", d, strerror(errno));
 		}
 	}
 
 	struct store_delivery *ds = calloc(n, sizeof *ds);
 	char **sums = calloc(n * 4, sizeof *sums);
-	if (ds == NULL || sums == NULL)
+	bool **dropped = calloc(n, sizeof *dropped);
+	if (ds == NULL || sums == NULL || dropped == NULL)
 		rc = -ENOMEM;
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		struct accept_msg *m = ms[i];
@@ -178,7 +303,14 @@ static void commit_batch(struct accept_ctx *ctx, struct accept_msg **ms, size_t 
 		    .nusers = m->nusers,
 		    .remote = (const char *const *)m->remote,
 		    .nremote = m->nremote,
+		    .envid = m->envid,
+		    .ret = m->ret,
+		    .remote_notify = (const char *const *)m->remote_notify,
+		    .remote_orcpt = (const char *const *)m->remote_orcpt,
+		    .dropped = dropped[i] = calloc(m->nusers ? m->nusers : 1, sizeof(bool)),
 		};
+		if (dropped[i] == NULL)
+			rc = -ENOMEM;
 	}
 	if (rc == 0) {
 		for (int attempt = 0; attempt < 20; attempt++) {
@@ -192,8 +324,11 @@ static void commit_batch(struct accept_ctx *ctx, struct accept_msg **ms, size_t 
 			    store_error(ctx->store));
 	}
 	size_t nremote = 0;
-	for (size_t i = 0; i < n && rc == 0; i++)
+	for (size_t i = 0; i < n && rc == 0; i++) {
 		nremote += ms[i]->nremote;
+		if (commit_reports(ctx, ms[i], dropped ? dropped[i] : NULL))
+			nremote++;
+	}
 	if (nremote > 0) {
 		/* before the sessions hear back: a fast test peer must find it queued */
 		pthread_mutex_lock(&ctx->mu);
@@ -212,6 +347,9 @@ static void commit_batch(struct accept_ctx *ctx, struct accept_msg **ms, size_t 
 			unlink(buf_cstr(&ms[i]->path));
 		finish(ms[i]);
 	}
+	for (size_t i = 0; dropped && i < n; i++)
+		free(dropped[i]);
+	free(dropped);
 	free(sums);
 	free(ds);
 }
@@ -225,7 +363,7 @@ static void *committer_main(void *arg)
 	pthread_mutex_lock(&ctx->mu);
 	for (;;) {
 		while (ctx->commit_q.head == NULL &&
-		    !(ctx->stop && ctx->sync_q.head == NULL && ctx->busy_syncs == 0))
+		       !(ctx->stop && ctx->sync_q.head == NULL && ctx->busy_syncs == 0))
 			pthread_cond_wait(&ctx->commit_cv, &ctx->mu);
 		if (ctx->commit_q.head == NULL)
 			break;
@@ -242,7 +380,8 @@ static void *committer_main(void *arg)
 	return NULL;
 }
 
-struct accept_ctx *accept_start(const char *data_dir, unsigned sync_threads, struct buf *err)
+struct accept_ctx *accept_start(
+    const char *data_dir, const char *hostname, unsigned sync_threads, struct buf *err)
 {
 	struct accept_ctx *ctx = calloc(1, sizeof *ctx);
 	if (ctx == NULL) {
@@ -254,6 +393,7 @@ struct accept_ctx *accept_start(const char *data_dir, unsigned sync_threads, str
 		free(ctx);
 		return NULL;
 	}
+	ctx->hostname = xstrdup(hostname);
 	pthread_mutex_init(&ctx->mu, NULL);
 	pthread_cond_init(&ctx->sync_cv, NULL);
 	pthread_cond_init(&ctx->commit_cv, NULL);
@@ -284,6 +424,7 @@ void accept_stop(struct accept_ctx *ctx)
 	pthread_mutex_unlock(&ctx->mu);
 	pthread_join(ctx->committer, NULL);
 	free(ctx->sync_threads);
+	free(ctx->hostname);
 	store_close(ctx->store);
 	pthread_cond_destroy(&ctx->sync_cv);
 	pthread_cond_destroy(&ctx->commit_cv);
@@ -359,22 +500,49 @@ void accept_write(struct accept_msg *m, const void *p, size_t n)
 	write_all(m, p, n);
 }
 
-static char *xstrdup(const char *s)
+static char *dup_null(const char *s)
 {
-	char *d = strdup(s ? s : "");
-	if (d == NULL)
-		abort();
-	return d;
+	return s ? xstrdup(s) : NULL;
 }
 
+/* A copy of n strings (a NULL entry stays NULL); NULL if v is. */
 static char **dup_list(char *const *v, size_t n)
 {
+	if (v == NULL)
+		return NULL;
 	char **d = calloc(n ? n : 1, sizeof *d);
 	if (d == NULL)
 		abort();
 	for (size_t i = 0; i < n; i++)
-		d[i] = xstrdup(v[i]);
+		d[i] = dup_null(v[i]);
 	return d;
+}
+
+static void free_list(char **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+void accept_set_dsn(struct accept_msg *m, const char *envid, const char *ret,
+    char *const *remote_notify, char *const *remote_orcpt, const struct accept_success *success,
+    size_t nsuccess)
+{
+	m->envid = dup_null(envid);
+	m->ret = dup_null(ret);
+	m->remote_notify = dup_list(remote_notify, m->nremote);
+	m->remote_orcpt = dup_list(remote_orcpt, m->nremote);
+	if (nsuccess > 0) {
+		m->success = calloc(nsuccess, sizeof *m->success);
+		if (m->success == NULL)
+			abort();
+		for (size_t i = 0; i < nsuccess; i++) {
+			m->success[i].rcpt = xstrdup(success[i].rcpt);
+			m->success[i].orcpt = dup_null(success[i].orcpt);
+		}
+		m->nsuccess = nsuccess;
+	}
 }
 
 bool accept_set_envelope(struct accept_msg *m, const char *mail_from, char *const *users,
@@ -388,8 +556,8 @@ bool accept_set_envelope(struct accept_msg *m, const char *mail_from, char *cons
 	return true;
 }
 
-void accept_commit(struct accept_ctx *ctx, struct accept_msg *m, struct loopq *doneq,
-    accept_cb cb, void *arg)
+void accept_commit(
+    struct accept_ctx *ctx, struct accept_msg *m, struct loopq *doneq, accept_cb cb, void *arg)
 {
 	m->doneq = doneq;
 	m->cb = cb;
@@ -423,11 +591,16 @@ void accept_free(struct accept_msg *m)
 	buf_free(&m->dir);
 	buf_free(&m->hdr);
 	free(m->mail_from);
-	for (size_t i = 0; i < m->nusers; i++)
-		free(m->users[i]);
-	free(m->users);
-	for (size_t i = 0; i < m->nremote; i++)
-		free(m->remote[i]);
-	free(m->remote);
+	free_list(m->users, m->nusers);
+	free_list(m->remote, m->nremote);
+	free_list(m->remote_notify, m->nremote);
+	free_list(m->remote_orcpt, m->nremote);
+	free(m->envid);
+	free(m->ret);
+	for (size_t i = 0; i < m->nsuccess; i++) {
+		free(m->success[i].rcpt);
+		free(m->success[i].orcpt);
+	}
+	free(m->success);
 	free(m);
 }

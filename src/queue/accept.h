@@ -41,20 +41,32 @@ typedef void (*accept_cb)(struct accept_msg *m, void *arg);
 
 struct accept_msg {
 	char qid[UTIL_QID_LEN + 1];
-	int fd;              /* blob file, open for writing until the sync */
-	struct buf path;     /* blob file path */
-	struct buf dir;      /* its directory */
-	uint64_t size;       /* bytes written to the blob */
-	int write_errno;     /* first write error, 0 if none */
+	int fd;          /* blob file, open for writing until the sync */
+	struct buf path; /* blob file path */
+	struct buf dir;  /* its directory */
+	uint64_t size;   /* bytes written to the blob */
+	int write_errno; /* first write error, 0 if none */
 	int64_t received_ms;
-	struct buf hdr;      /* the start of the content, to find summary headers */
-	size_t prefix_len;   /* bytes of our own prepended headers in the blob */
+	struct buf hdr;    /* the start of the content, to find summary headers */
+	size_t prefix_len; /* bytes of our own prepended headers in the blob */
 	/* envelope */
 	char *mail_from;
 	char **users;
 	size_t nusers;
 	char **remote;
 	size_t nremote;
+	/* DSN (RFC 3461), NULL where not given (accept_set_dsn) */
+	char *envid;          /* decoded */
+	char *ret;            /* "FULL" or "HDRS" */
+	char **remote_notify; /* per remote: "SUCCESS,FAILURE" */
+	char **remote_orcpt;  /* per remote: "rfc822;a+2Bb@c" */
+	/* local recipients that asked for NOTIFY=SUCCESS: after the commit, a
+	 * "delivered" report goes to the sender (RFC 3461 5.2.3) */
+	struct accept_success {
+		char *rcpt;  /* as given in RCPT */
+		char *orcpt; /* "type;xtext", NULL if none */
+	} * success;
+	size_t nsuccess;
 	/* outcome, valid in the callback: 0 = durable, else a STORE_* code or -errno */
 	int rc;
 	/* completion */
@@ -65,8 +77,10 @@ struct accept_msg {
 	struct accept_msg *next;
 };
 
-/* Start the sync threads and the committer, with their own store connection. */
-struct accept_ctx *accept_start(const char *data_dir, unsigned sync_threads, struct buf *err);
+/* Start the sync threads and the committer, with their own store connection.
+ * hostname is ours, for the success reports the committer sends. */
+struct accept_ctx *accept_start(
+    const char *data_dir, const char *hostname, unsigned sync_threads, struct buf *err);
 /* Finish pending commits, stop the threads, close the store. */
 void accept_stop(struct accept_ctx *ctx);
 
@@ -86,9 +100,16 @@ void accept_write(struct accept_msg *m, const void *p, size_t n);
 /* Envelope: copies the strings. */
 bool accept_set_envelope(struct accept_msg *m, const char *mail_from, char *const *users,
     size_t nusers, char *const *remote, size_t nremote);
+/* DSN parameters: envid, ret (may be NULL), per remote recipient notify
+ * and orcpt (arrays of nremote, entries or arrays may be NULL), and the
+ * local recipients wanting a success report (success/nsuccess, copied).
+ * After accept_set_envelope. */
+void accept_set_dsn(struct accept_msg *m, const char *envid, const char *ret,
+    char *const *remote_notify, char *const *remote_orcpt, const struct accept_success *success,
+    size_t nsuccess);
 /* Hand over for the durable commit; cb(m, arg) runs on doneq's loop. */
-void accept_commit(struct accept_ctx *ctx, struct accept_msg *m, struct loopq *doneq,
-    accept_cb cb, void *arg);
+void accept_commit(
+    struct accept_ctx *ctx, struct accept_msg *m, struct loopq *doneq, accept_cb cb, void *arg);
 /* Drop a message that will not be committed (file removed). NULL ok. */
 void accept_abort(struct accept_msg *m);
 /* Free a message after its callback. NULL ok. */

@@ -50,6 +50,7 @@
 #include "core/util.h"
 #include "dns/dns.h"
 #include "queue/dsn.h"
+#include "queue/dsn_send.h"
 #include "smtp/smtp_client.h"
 #include "smtp/smtp_parse.h"
 #include "store/store.h"
@@ -70,6 +71,7 @@ struct rcpt {
 	char *reply;                  /* last reply or our reason */
 	char *remote_mta;             /* host that gave it, NULL if none */
 	struct dom *dom;
+	bool relayed; /* sent to a next hop that does not offer DSN (RFC 3461 5.2.2) */
 };
 
 struct dest {
@@ -514,6 +516,7 @@ static void on_msg(struct smtp_client *c, const struct smtp_client_result *res, 
 		switch (rr->status) {
 		case SMTP_RCPT_SENT:
 			rcpt_set(r, R_SENT, rr->esc, rr->reply, info->peer_host);
+			r->relayed = !info->caps.dsn;
 			break;
 		case SMTP_RCPT_PERMFAIL:
 			rcpt_set(r, R_FAILED, rr->esc, rr->reply, mta);
@@ -705,120 +708,34 @@ static const char *domain_of(const char *addr)
 	return at ? at + 1 : "";
 }
 
-/* Make a DSN durable: into the sender's mailbox if local, else the queue. */
-static int dsn_deliver(struct delivery *d, const char *orig_id, const char *to, struct buf *msg)
-{
-	char qid[UTIL_QID_LEN + 1];
-	util_queue_id(qid);
-	struct buf path = BUF_INIT, dir = BUF_INIT, v = BUF_INIT;
-	buf_init(&v, 2048);
-	int ret = -1, fd = -1;
-	struct store_rcpt rr;
-	memset(&rr, 0, sizeof rr);
-	if (store_blob_path(d->st, qid, &path) != STORE_OK ||
-	    store_blob_dir(d->st, qid, &dir) != STORE_OK) {
-		log_err(orig_id, "event=dsn-failed error=\"%s\"", log_str(store_error(d->st)));
-		goto out;
-	}
-	fd = open(buf_cstr(&path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	size_t off = 0;
-	while (fd >= 0 && off < msg->len) {
-		ssize_t w = write(fd, msg->data + off, msg->len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break;
-		off += (size_t)w;
-	}
-	if (fd < 0 || off != msg->len || fdatasync(fd) != 0 || close(fd) != 0 ||
-	    util_fsync_dir(buf_cstr(&dir)) != 0) {
-		log_err(orig_id, "event=dsn-failed path=%s error=\"%s\"", buf_cstr(&path),
-		    strerror(errno));
-		if (fd >= 0)
-			unlink(buf_cstr(&path));
-		fd = -1;
-		goto out;
-	}
-	fd = -1;
-	/* local sender: its mailboxes (and remote targets of an alias) */
-	const char *at = strrchr(to, '@');
-	char local[256];
-	snprintf(local, sizeof local, "%.*s", at ? (int)(at - to) : 0, to);
-	const char *remote1[1] = {to};
-	const char *const *users = NULL, *const *remote = remote1;
-	size_t nusers = 0, nremote = 1;
-	int rc = at ? store_resolve_rcpt(d->st, local, at + 1, &rr) : STORE_INVALID;
-	if (rc == STORE_OK) {
-		users = (const char *const *)rr.users;
-		nusers = rr.n;
-		remote = (const char *const *)rr.remote;
-		nremote = rr.nremote;
-	} else if (rc != STORE_NOTLOCAL) {
-		log_warn(orig_id, "event=dsn-dropped to=%s reason=%s", log_str(to),
-		    rc == STORE_NOTFOUND ? "no-such-local-user" : "store-error");
-		unlink(buf_cstr(&path));
-		goto out;
-	}
-	char *sum[3];
-	static const char *const names[3] = {"Message-ID", "From", "Subject"};
-	for (int i = 0; i < 3; i++) {
-		smtp_header_get(msg->data, msg->len, names[i], &v, 998);
-		sum[i] = xstrdup(buf_err(&v) ? "" : buf_cstr(&v));
-	}
-	struct store_delivery sd = {
-	    .blob = qid,
-	    .size = msg->len,
-	    .internal_date = time(NULL),
-	    .mail_from = "",
-	    .message_id = sum[0],
-	    .from = sum[1],
-	    .subject = sum[2],
-	    .date = "",
-	    .users = users,
-	    .nusers = nusers,
-	    .remote = remote,
-	    .nremote = nremote,
-	};
-	for (int attempt = 0; attempt < 20; attempt++) {
-		rc = store_deliver_batch(d->st, &sd, 1);
-		if (rc != STORE_BUSY)
-			break;
-		usleep(50000);
-	}
-	for (int i = 0; i < 3; i++)
-		free(sum[i]);
-	if (rc != STORE_OK) {
-		log_err(orig_id, "event=dsn-failed error=\"%s\"", log_str(store_error(d->st)));
-		unlink(buf_cstr(&path));
-		goto out;
-	}
-	log_info(orig_id, "event=dsn-queued dsn=%s to=%s local=%zu remote=%zu", qid, log_str(to),
-	    nusers, nremote);
-	store_event_add(d->st, qid, "received", NULL, "from=mailer-daemon");
-	if (nremote > 0)
-		event_active(d->wake, EV_READ, 0);
-	ret = 0;
-out:
-	store_rcpt_free(&rr);
-	buf_free(&path);
-	buf_free(&dir);
-	buf_free(&v);
-	return ret;
-}
-
-/* Build and deliver a DSN about the recipients of j in state want (failed,
- * or pending for a delay warning) whose NOTIFY asks for bit. */
+/* Build and deliver a DSN about the recipients of j that action is about
+ * (failed; pending, for a delay warning; sent to a next hop without DSN,
+ * for "relayed") and whose NOTIFY asks for bit. */
 static void job_dsn(struct job *j, enum dsn_action action, unsigned bit, time_t now)
 {
 	struct delivery *d = j->d;
 	struct store_due *e = j->due;
 	size_t nr = e->nrcpts, n = 0;
+	bool remote = false;
 	struct dsn_recipient *dr = calloc(nr, sizeof *dr);
 	if (dr == NULL)
 		abort();
 	for (size_t i = 0; i < nr; i++) {
 		struct rcpt *r = &j->r[i];
-		bool want = action == DSN_ACTION_FAILED ? r->state == R_FAILED : r->state == R_TEMP;
+		bool want;
+		switch (action) {
+		case DSN_ACTION_FAILED:
+			want = r->state == R_FAILED;
+			break;
+		case DSN_ACTION_DELAYED:
+			want = r->state == R_TEMP;
+			break;
+		case DSN_ACTION_RELAYED:
+			want = r->state == R_SENT && r->relayed;
+			break;
+		default:
+			abort();
+		}
 		if (!want || !(r->notify & bit))
 			continue;
 		dr[n++] = (struct dsn_recipient){
@@ -861,9 +778,14 @@ static void job_dsn(struct job *j, enum dsn_action action, unsigned bit, time_t 
 	enum dsn_rc rc = dsn_build(&dm, dr, n, &out);
 	if (rc != DSN_OK) {
 		log_err(e->id, "event=dsn-failed error=%s", dsn_rc_str(rc));
-	} else if (dsn_deliver(d, e->id, e->sender, &out) == 0) {
-		job_event(j, action == DSN_ACTION_FAILED ? "bounced" : "delay-warning", NULL,
-		    "to=%s rcpts=%zu", esc_val(e->sender), n);
+	} else if (dsn_send(d->st, e->id, e->sender, &out, &remote) == 0) {
+		if (remote)
+			event_active(d->wake, EV_READ, 0);
+		job_event(j,
+		    action == DSN_ACTION_FAILED    ? "bounced"
+		    : action == DSN_ACTION_DELAYED ? "delay-warning"
+		                                   : "relayed-notice",
+		    NULL, "to=%s rcpts=%zu", esc_val(e->sender), n);
 	}
 	buf_free(&out);
 	free(dr);
@@ -954,6 +876,8 @@ static void job_finish(struct job *j)
 	/* the reports first: a crash before the record repeats them, never loses them */
 	if (failed > 0)
 		job_dsn(j, DSN_ACTION_FAILED, DSN_NOTIFY_FAILURE, now);
+	if (sent > 0) /* NOTIFY=SUCCESS, and the next hop cannot take the request on */
+		job_dsn(j, DSN_ACTION_RELAYED, DSN_NOTIFY_SUCCESS, now);
 	bool warn = false;
 	if (pending > 0 && !e->warned && cfg->delivery.delay_warning > 0 &&
 	    now - e->created >= (time_t)cfg->delivery.delay_warning) {

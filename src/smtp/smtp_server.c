@@ -558,7 +558,7 @@ int smtp_server_run(const struct config *cfg)
 		goto out;
 	}
 	srv.throttle = auth_throttle_new(100000, 10, 900);
-	srv.accept = accept_start(cfg->data_dir, 8, &err);
+	srv.accept = accept_start(cfg->data_dir, cfg->hostname, 8, &err);
 	if (srv.accept == NULL) {
 		log_err("-", "event=startup-failed error=\"%s\"", buf_cstr(&err));
 		goto out;

@@ -45,29 +45,30 @@
 #include "mime/addr.h"
 #include "core/util.h"
 #include "queue/accept.h"
+#include "queue/dsn.h"
 #include "smtp/smtp_input.h"
 #include "smtp/smtp_parse.h"
 #include "smtp/smtp_server.h"
 #include "store/store.h"
 
-#define OUT_FLUSH (64 * 1024)    /* write content to the blob in chunks this big */
+#define OUT_FLUSH (64 * 1024)     /* write content to the blob in chunks this big */
 #define OUTPUT_PAUSE (256 * 1024) /* stop reading while this much output waits */
 #define INPUT_HIGH (256 * 1024)   /* read at most this far ahead of processing */
 #define HELO_MAX 255
 
 enum smtp_state {
-	S_GREETING,  /* banner sent, waiting for HELO/EHLO */
-	S_READY,     /* greeted, no transaction */
-	S_MAIL,      /* MAIL accepted, waiting for RCPT */
-	S_RCPT,      /* at least one RCPT accepted */
-	S_DATA,      /* reading DATA content */
-	S_BDAT,      /* reading a BDAT chunk */
-	S_BDAT_WAIT, /* between BDAT chunks of one transaction */
-	S_COMMIT,    /* waiting for the durable commit (input paused) */
-	S_TLS,       /* TLS handshake in progress */
-	S_AUTH,      /* AUTH: waiting for the client's next SASL response line */
-	S_AUTH_CHECK,/* AUTH: password check (or failure delay) pending, input paused */
-	S_CLOSING,   /* last reply queued; close once it is written */
+	S_GREETING,   /* banner sent, waiting for HELO/EHLO */
+	S_READY,      /* greeted, no transaction */
+	S_MAIL,       /* MAIL accepted, waiting for RCPT */
+	S_RCPT,       /* at least one RCPT accepted */
+	S_DATA,       /* reading DATA content */
+	S_BDAT,       /* reading a BDAT chunk */
+	S_BDAT_WAIT,  /* between BDAT chunks of one transaction */
+	S_COMMIT,     /* waiting for the durable commit (input paused) */
+	S_TLS,        /* TLS handshake in progress */
+	S_AUTH,       /* AUTH: waiting for the client's next SASL response line */
+	S_AUTH_CHECK, /* AUTH: password check (or failure delay) pending, input paused */
+	S_CLOSING,    /* last reply queued; close once it is written */
 };
 
 static const char *state_name(enum smtp_state st)
@@ -103,26 +104,35 @@ static const char *state_name(enum smtp_state st)
 }
 
 struct txn {
-	char *mail_from;       /* "" for <> */
+	char *mail_from; /* "" for <> */
 	bool smtputf8;
 	uint64_t declared_size;
-	size_t nrcpts;         /* accepted RCPT commands */
-	char *first_rcpt;      /* for "for <...>" in Received: when nrcpts == 1 */
-	char **users;          /* distinct local owners */
+	size_t nrcpts;    /* accepted RCPT commands */
+	char *first_rcpt; /* for "for <...>" in Received: when nrcpts == 1 */
+	char **users;     /* distinct local owners */
 	size_t nusers, ausers;
-	char **remote;         /* remote alias targets */
+	char **remote; /* remote alias targets */
 	size_t nremote, aremote;
+	/* DSN (RFC 3461): MAIL's RET and ENVID (decoded), NULL if not given;
+	 * per remote recipient (parallel to remote) its NOTIFY and ORCPT as
+	 * passed on; the local recipients that asked for a success report */
+	char *ret;
+	char *envid;
+	char **remote_notify;
+	char **remote_orcpt;
+	struct accept_success *success;
+	size_t nsuccess;
 	struct accept_msg *msg;
-	struct buf out;        /* content waiting to be written to the blob */
+	struct buf out;          /* content waiting to be written to the blob */
 	struct smtp_hdr_scan hs; /* where the header section ends */
 	uint64_t hdr_limit;
-	bool hdr_too_big;      /* the header section exceeds limits.header_size */
-	bool submission;       /* from an authenticated user: fix up and check headers */
-	bool hdr_fixed;        /* submission: the header section was inspected */
-	size_t scanned;        /* bytes of out already fed to hs */
-	const char *from_reply;/* submission: why the From: header is refused */
-	char *from_detail;     /* ... and which address */
-	bool failed;           /* BDAT: the transaction already failed */
+	bool hdr_too_big;       /* the header section exceeds limits.header_size */
+	bool submission;        /* from an authenticated user: fix up and check headers */
+	bool hdr_fixed;         /* submission: the header section was inspected */
+	size_t scanned;         /* bytes of out already fed to hs */
+	const char *from_reply; /* submission: why the From: header is refused */
+	char *from_detail;      /* ... and which address */
+	bool failed;            /* BDAT: the transaction already failed */
 	const char *fail_reply;
 	uint64_t bdat_total;
 };
@@ -137,25 +147,25 @@ struct smtp_session {
 	enum smtp_state state;
 	char *helo;
 	bool esmtp;
-	bool output_paused;    /* reading stopped until output drains */
-	bool dead;             /* connection gone while a commit was pending */
+	bool output_paused; /* reading stopped until output drains */
+	bool dead;          /* connection gone while a commit was pending */
 	const char *end_reason;
 	unsigned nerrors, njunk, nmessages;
 	enum smtp_state bdat_prev; /* state to return to after a refused chunk */
 	bool bdat_last;
-	const char *bdat_reply;/* reply for a chunk read only to be discarded */
-	struct smtp_input in;  /* framing of the input stream */
+	const char *bdat_reply; /* reply for a chunk read only to be discarded */
+	struct smtp_input in;   /* framing of the input stream */
 	struct txn *tx;
 	/* TLS */
-	bool tls;              /* the connection is encrypted */
-	char *tls_comment;     /* for Received: */
+	bool tls;          /* the connection is encrypted */
+	char *tls_comment; /* for Received: */
 	/* local submission (unix socket): the peer's account */
 	char *local_user;
 	unsigned local_uid;
 	/* AUTH */
-	char *auth_user;       /* the authenticated user ("local@domain"), NULL if none */
+	char *auth_user; /* the authenticated user ("local@domain"), NULL if none */
 	enum { AUTH_NONE, AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS } auth_step;
-	struct buf auth_login; /* LOGIN: the user name, until the password comes */
+	struct buf auth_login;        /* LOGIN: the user name, until the password comes */
 	struct pwcheck_req *auth_req; /* pending check (owned by the pool until its callback) */
 	struct event *auth_delay;     /* delays a failure reply */
 	struct event *close_timer;    /* STARTTLS sessions: waits for the last bytes to leave */
@@ -170,7 +180,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 
 /* ---------------------------------------------------------------- replies */
 
-static void reply(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply(struct smtp_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void reply(struct smtp_session *s, const char *fmt, ...)
 {
 	struct evbuffer *out = bufferevent_get_output(s->bev);
@@ -187,7 +198,8 @@ static void enter_state(struct smtp_session *s, enum smtp_state st)
 		log_debug(s->id, "event=state from=%s to=%s", state_name(s->state), state_name(st));
 	s->state = st;
 	const struct config_limits *l = &s->w->cfg->limits;
-	struct timeval rt = {(st == S_DATA || st == S_BDAT) ? l->data_timeout : l->command_timeout, 0};
+	struct timeval rt = {
+	    (st == S_DATA || st == S_BDAT) ? l->data_timeout : l->command_timeout, 0};
 	struct timeval wt = {l->command_timeout, 0};
 	bufferevent_set_timeouts(s->bev, &rt, &wt);
 }
@@ -245,11 +257,17 @@ static bool count_junk(struct smtp_session *s)
 	return true;
 }
 
-static bool is_submission(const struct smtp_session *s) { return s->kind != LISTEN_SMTP; }
+static bool is_submission(const struct smtp_session *s)
+{
+	return s->kind != LISTEN_SMTP;
+}
 
 /* Mail from this session may go to any domain: an authenticated user's, or a
  * trusted local program's. */
-static bool may_relay(const struct smtp_session *s) { return s->auth_user || s->local_user; }
+static bool may_relay(const struct smtp_session *s)
+{
+	return s->auth_user || s->local_user;
+}
 
 static bool peer_loopback(const struct smtp_session *s)
 {
@@ -268,7 +286,7 @@ static bool peer_loopback(const struct smtp_session *s)
 static bool auth_offered(const struct smtp_session *s)
 {
 	return is_submission(s) && s->kind != LISTEN_LOCAL &&
-	    (s->tls || (s->w->cfg->submission.plain_auth_loopback && peer_loopback(s)));
+	       (s->tls || (s->w->cfg->submission.plain_auth_loopback && peer_loopback(s)));
 }
 
 static bool tls_offered(const struct smtp_session *s)
@@ -299,9 +317,23 @@ static void txn_free(struct txn *t)
 	for (size_t i = 0; i < t->nusers; i++)
 		free(t->users[i]);
 	free(t->users);
-	for (size_t i = 0; i < t->nremote; i++)
+	for (size_t i = 0; i < t->nremote; i++) {
 		free(t->remote[i]);
+		if (t->remote_notify)
+			free(t->remote_notify[i]);
+		if (t->remote_orcpt)
+			free(t->remote_orcpt[i]);
+	}
 	free(t->remote);
+	free(t->remote_notify);
+	free(t->remote_orcpt);
+	free(t->ret);
+	free(t->envid);
+	for (size_t i = 0; i < t->nsuccess; i++) {
+		free(t->success[i].rcpt);
+		free(t->success[i].orcpt);
+	}
+	free(t->success);
 	accept_abort(t->msg);
 	buf_free(&t->out);
 	free(t);
@@ -340,6 +372,50 @@ static bool set_add(char ***v, size_t *n, size_t *a, const char *str)
 	if (d == NULL)
 		return false;
 	(*v)[(*n)++] = d;
+	return true;
+}
+
+/* A remote recipient with its DSN parameters (NULL: not given). An address
+ * already there keeps the parameters of its first RCPT. */
+static bool remote_add(struct txn *t, const char *addr, const char *notify, const char *orcpt)
+{
+	size_t before = t->nremote;
+	if (!set_add(&t->remote, &t->nremote, &t->aremote, addr))
+		return false;
+	if (t->nremote == before)
+		return true;
+	char **nn = realloc(t->remote_notify, t->aremote * sizeof *nn);
+	if (nn != NULL)
+		t->remote_notify = nn;
+	char **no = nn ? realloc(t->remote_orcpt, t->aremote * sizeof *no) : NULL;
+	if (no != NULL)
+		t->remote_orcpt = no;
+	char *dn = notify ? strdup(notify) : NULL, *dor = orcpt ? strdup(orcpt) : NULL;
+	if (nn == NULL || no == NULL || (notify && dn == NULL) || (orcpt && dor == NULL)) {
+		free(dn);
+		free(dor);
+		free(t->remote[--t->nremote]);
+		return false;
+	}
+	t->remote_notify[before] = dn;
+	t->remote_orcpt[before] = dor;
+	return true;
+}
+
+/* A local recipient that asked for NOTIFY=SUCCESS. */
+static bool success_add(struct txn *t, const char *rcpt, const char *orcpt)
+{
+	struct accept_success *n = realloc(t->success, (t->nsuccess + 1) * sizeof *n);
+	if (n == NULL)
+		return false;
+	t->success = n;
+	char *r = strdup(rcpt), *o = orcpt ? strdup(orcpt) : NULL;
+	if (r == NULL || (orcpt && o == NULL)) {
+		free(r);
+		free(o);
+		return false;
+	}
+	t->success[t->nsuccess++] = (struct accept_success){r, o};
 	return true;
 }
 
@@ -418,10 +494,11 @@ static void commit_done(struct accept_msg *m, void *arg)
 	struct txn *t = s->tx;
 	t->msg = NULL; /* the blob now belongs to the store (or was removed) */
 	if (m->rc == 0) {
-		log_info(m->qid, "event=accepted session=%s from=<%s> nrcpt=%zu size=%" PRIu64
-		                 " users=%zu remote=%zu",
-		    s->id, *t->mail_from ? log_str(t->mail_from) : "", t->nrcpts, m->size, t->nusers,
-		    t->nremote);
+		log_info(m->qid,
+		    "event=accepted session=%s from=<%s> nrcpt=%zu size=%" PRIu64
+		    " users=%zu remote=%zu",
+		    s->id, *t->mail_from ? log_str(t->mail_from) : "", t->nrcpts, m->size,
+		    t->nusers, t->nremote);
 		s->nmessages++;
 	} else {
 		log_err(m->qid, "event=commit-failed session=%s rc=%d", s->id, m->rc);
@@ -434,7 +511,8 @@ static void commit_done(struct accept_msg *m, void *arg)
 	if (m->rc == 0)
 		reply(s, "250 2.0.0 Ok: queued as %s", m->qid);
 	else
-		reply(s, "451 4.3.0 Temporary failure: could not store the message, try again later");
+		reply(
+		    s, "451 4.3.0 Temporary failure: could not store the message, try again later");
 	accept_free(m);
 	txn_reset(s);
 	enter_state(s, S_READY);
@@ -459,7 +537,8 @@ static void fix_headers(struct smtp_session *s, struct txn *t)
 	} else {
 		struct mime_addr_list l;
 		if (mime_addr_list_parse(v.data, v.len, &l) != MIME_ADDR_OK || l.n == 0) {
-			t->from_reply = "554 5.6.0 Message refused: the From: header cannot be parsed";
+			t->from_reply =
+			    "554 5.6.0 Message refused: the From: header cannot be parsed";
 		} else {
 			struct buf a = BUF_INIT;
 			for (size_t i = 0; i < l.n && t->from_reply == NULL; i++) {
@@ -468,10 +547,11 @@ static void fix_headers(struct smtp_session *s, struct txn *t)
 				int rc = store_user_owns(s->w->store, s->auth_user, buf_cstr(&a));
 				if (rc == STORE_OK)
 					continue;
-				t->from_reply = rc == STORE_NOTFOUND
-				                    ? "553 5.7.1 From: header address not owned by the "
-				                      "authenticated user"
-				                    : "451 4.3.0 Temporary lookup failure, try again later";
+				t->from_reply =
+				    rc == STORE_NOTFOUND
+				        ? "553 5.7.1 From: header address not owned by the "
+				          "authenticated user"
+				        : "451 4.3.0 Temporary lookup failure, try again later";
 				free(t->from_detail);
 				t->from_detail = strdup(buf_cstr(&a));
 			}
@@ -484,7 +564,8 @@ static void fix_headers(struct smtp_session *s, struct txn *t)
 		unsigned char r[8];
 		util_random(r, sizeof r);
 		buf_printf(&add, "Message-ID: <%s.%02x%02x%02x%02x%02x%02x%02x%02x@%s>\r\n",
-		    t->msg->qid, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], s->w->cfg->hostname);
+		    t->msg->qid, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
+		    s->w->cfg->hostname);
 	}
 	if (!smtp_header_get(h, hlen, "Date", &v, 998)) {
 		char date[64];
@@ -539,12 +620,15 @@ static void start_commit(struct smtp_session *s)
 	if (t->msg->write_errno) {
 		log_err(t->msg->qid, "event=write-failed session=%s error=\"%s\"", s->id,
 		    strerror(t->msg->write_errno));
-		reply(s, "451 4.3.0 Temporary failure: could not store the message, try again later");
+		reply(
+		    s, "451 4.3.0 Temporary failure: could not store the message, try again later");
 		txn_reset(s);
 		enter_state(s, S_READY);
 		return;
 	}
 	accept_set_envelope(t->msg, t->mail_from, t->users, t->nusers, t->remote, t->nremote);
+	accept_set_dsn(
+	    t->msg, t->envid, t->ret, t->remote_notify, t->remote_orcpt, t->success, t->nsuccess);
 	enter_state(s, S_COMMIT);
 	bufferevent_disable(s->bev, EV_READ);
 	accept_commit(server_accept_ctx(s->w->server), t->msg, &s->w->doneq, commit_done, s);
@@ -599,6 +683,7 @@ static void cmd_helo(struct smtp_session *s, char *arg, bool esmtp)
 	reply(s, "250-8BITMIME");
 	reply(s, "250-ENHANCEDSTATUSCODES");
 	reply(s, "250-SMTPUTF8");
+	reply(s, "250-DSN");
 	if (tls_offered(s))
 		reply(s, "250-STARTTLS");
 	if (auth_offered(s))
@@ -606,10 +691,17 @@ static void cmd_helo(struct smtp_session *s, char *arg, bool esmtp)
 	reply(s, "250 CHUNKING");
 }
 
-static void cmd_ehlo(struct smtp_session *s, char *arg) { cmd_helo(s, arg, true); }
-static void cmd_helo_plain(struct smtp_session *s, char *arg) { cmd_helo(s, arg, false); }
+static void cmd_ehlo(struct smtp_session *s, char *arg)
+{
+	cmd_helo(s, arg, true);
+}
+static void cmd_helo_plain(struct smtp_session *s, char *arg)
+{
+	cmd_helo(s, arg, false);
+}
 
-static void cmd_mail(struct smtp_session *s, char *arg)
+/* MAIL, with a buffer for its ENVID (cmd_mail frees it on every path). */
+static void mail_with(struct smtp_session *s, char *arg, struct buf *envid)
 {
 	const struct config *c = s->w->cfg;
 	if (s->state == S_GREETING) {
@@ -647,6 +739,8 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 	}
 	bool smtputf8 = false;
 	uint64_t size = 0;
+	enum dsn_ret ret = DSN_RET_DEFAULT;
+	bool has_envid = false;
 	for (size_t i = 0; i < a.nparams; i++) {
 		const char *k = a.params[i].key, *v = a.params[i].value;
 		if (!s->esmtp) {
@@ -654,14 +748,27 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 			count_error(s);
 			return;
 		}
-		if (util_streq_ci(k, "SIZE") && v && smtp_parse_u64(v, &size)) {
+		if (util_streq_ci(k, "RET") || util_streq_ci(k, "ENVID")) {
+			bool is_ret = util_streq_ci(k, "RET");
+			bool dup = is_ret ? ret != DSN_RET_DEFAULT : has_envid;
+			bool ok = !dup && v != NULL &&
+			          (is_ret ? dsn_parse_ret(v, strlen(v), &ret)
+			                  : (has_envid = dsn_parse_envid(v, strlen(v), envid)));
+			if (!ok) {
+				reply(s, "501 5.5.4 %s %s parameter", dup ? "Duplicate" : "Bad",
+				    is_ret ? "RET" : "ENVID");
+				count_error(s);
+				return;
+			}
+		} else if (util_streq_ci(k, "SIZE") && v && smtp_parse_u64(v, &size)) {
 			if (size > c->limits.message_size) {
-				reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+				reply(
+				    s, "552 5.3.4 Message size exceeds fixed maximum message size");
 				count_error(s);
 				return;
 			}
 		} else if (util_streq_ci(k, "BODY") && v &&
-		    (util_streq_ci(v, "7BIT") || util_streq_ci(v, "8BITMIME"))) {
+		           (util_streq_ci(v, "7BIT") || util_streq_ci(v, "8BITMIME"))) {
 			/* both are stored as received */
 		} else if (util_streq_ci(k, "SMTPUTF8") && v == NULL) {
 			smtputf8 = true;
@@ -685,8 +792,9 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 		int rc = a.path.null ? STORE_NOTFOUND
 		                     : store_user_owns(s->w->store, s->auth_user, buf_cstr(&from));
 		if (rc != STORE_OK) {
-			log_info(s->id, "event=reject cmd=MAIL user=%s from=<%s> reason=%s", log_str(s->auth_user),
-			    log_str(buf_cstr(&from)), rc == STORE_NOTFOUND ? "not-owned" : "lookup-failed");
+			log_info(s->id, "event=reject cmd=MAIL user=%s from=<%s> reason=%s",
+			    log_str(s->auth_user), log_str(buf_cstr(&from)),
+			    rc == STORE_NOTFOUND ? "not-owned" : "lookup-failed");
 			if (rc == STORE_NOTFOUND)
 				reply(s, "553 5.7.1 <%s>: Sender address not owned by user %s",
 				    log_str(buf_cstr(&from)), log_str(s->auth_user));
@@ -700,7 +808,9 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 		if (!server_user_allow(s->w->server, s->auth_user, 1, 0)) {
 			log_warn(s->id, "event=rate-limited user=%s what=messages limit=%u/hour",
 			    log_str(s->auth_user), s->w->cfg->submission.user_messages_per_hour);
-			reply(s, "451 4.7.1 Sending limit reached (%u messages per hour), try again later",
+			reply(s,
+			    "451 4.7.1 Sending limit reached (%u messages per hour), try again "
+			    "later",
 			    s->w->cfg->submission.user_messages_per_hour);
 			return;
 		}
@@ -716,9 +826,26 @@ static void cmd_mail(struct smtp_session *s, char *arg)
 	t->mail_from = buf_steal(&from);
 	t->smtputf8 = smtputf8;
 	t->declared_size = size;
+	if (ret != DSN_RET_DEFAULT)
+		t->ret = strdup(ret == DSN_RET_FULL ? "FULL" : "HDRS");
+	if (has_envid)
+		t->envid = strdup(buf_cstr(envid));
 	s->tx = t;
+	if ((ret != DSN_RET_DEFAULT && t->ret == NULL) || (has_envid && t->envid == NULL)) {
+		txn_reset(s);
+		reply(s, "451 4.3.0 Temporary failure, try again later");
+		return;
+	}
 	enter_state(s, S_MAIL);
 	reply(s, "250 2.1.0 Ok");
+}
+
+static void cmd_mail(struct smtp_session *s, char *arg)
+{
+	struct buf envid = BUF_INIT;
+	buf_init(&envid, DSN_ENVID_MAX * 3 + 8);
+	mail_with(s, arg, &envid);
+	buf_free(&envid);
 }
 
 /* The postmaster domain for "RCPT TO:<postmaster>": our hostname's parent
@@ -761,10 +888,43 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 		count_error(s);
 		return;
 	}
-	if (a.nparams > 0) {
-		reply(s, "555 5.5.4 Unsupported parameter %s", log_str(a.params[0].key));
-		count_error(s);
-		return;
+	/* DSN: NOTIFY and ORCPT, each at most once, rendered as passed on */
+	unsigned notify = 0;
+	struct dsn_orcpt orcpt;
+	bool has_orcpt = false;
+	for (size_t i = 0; i < a.nparams; i++) {
+		const char *k = a.params[i].key, *v = a.params[i].value;
+		bool is_notify = util_streq_ci(k, "NOTIFY");
+		if (!is_notify && !util_streq_ci(k, "ORCPT")) {
+			reply(s, "555 5.5.4 Unsupported parameter %s", log_str(k));
+			count_error(s);
+			return;
+		}
+		bool dup = is_notify ? notify != 0 : has_orcpt;
+		bool ok = !dup && v != NULL && s->esmtp &&
+		          (is_notify ? dsn_parse_notify(v, strlen(v), &notify)
+		                     : (has_orcpt = dsn_parse_orcpt(v, strlen(v), &orcpt)));
+		if (!ok) {
+			reply(s, "501 5.5.4 %s %s parameter", dup ? "Duplicate" : "Bad",
+			    is_notify ? "NOTIFY" : "ORCPT");
+			count_error(s);
+			return;
+		}
+	}
+	char notify_s[64] = "", orcpt_s[DSN_ORCPT_MAX * 3 + DSN_ADDR_TYPE_MAX + 8] = "";
+	if (notify) {
+		struct buf b = BUF_INIT;
+		buf_init(&b, sizeof notify_s - 1);
+		dsn_notify_render(notify, &b);
+		snprintf(notify_s, sizeof notify_s, "%s", buf_cstr(&b));
+		buf_free(&b);
+	}
+	if (has_orcpt) {
+		struct buf b = BUF_INIT;
+		buf_init(&b, sizeof orcpt_s - 1);
+		if (dsn_orcpt_render(&orcpt, &b) && !buf_err(&b))
+			snprintf(orcpt_s, sizeof orcpt_s, "%s", buf_cstr(&b));
+		buf_free(&b);
 	}
 	if (a.path.utf8 && !t->smtputf8) {
 		reply(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
@@ -790,8 +950,9 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 	util_lower(a.path.domain);
 	struct store_rcpt r;
 	memset(&r, 0, sizeof r);
-	int rc = a.path.postmaster ? resolve_postmaster(s, &r)
-	                           : store_resolve_rcpt(s->w->store, a.path.local, a.path.domain, &r);
+	int rc = a.path.postmaster
+	             ? resolve_postmaster(s, &r)
+	             : store_resolve_rcpt(s->w->store, a.path.local, a.path.domain, &r);
 	switch (rc) {
 	case STORE_OK:
 		break;
@@ -829,7 +990,8 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 		buf_free(&addr);
 		log_warn(s->id, "event=rate-limited user=%s what=recipients limit=%u/hour",
 		    log_str(s->auth_user), s->w->cfg->submission.user_recipients_per_hour);
-		reply(s, "451 4.7.1 Sending limit reached (%u recipients per hour), try again later",
+		reply(s,
+		    "451 4.7.1 Sending limit reached (%u recipients per hour), try again later",
 		    s->w->cfg->submission.user_recipients_per_hour);
 		return;
 	}
@@ -837,7 +999,10 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 	for (size_t i = 0; i < r.n && ok; i++)
 		ok = set_add(&t->users, &t->nusers, &t->ausers, r.users[i]);
 	for (size_t i = 0; i < r.nremote && ok; i++)
-		ok = set_add(&t->remote, &t->nremote, &t->aremote, r.remote[i]);
+		ok = remote_add(
+		    t, r.remote[i], notify ? notify_s : NULL, orcpt_s[0] ? orcpt_s : NULL);
+	if (ok && r.n > 0 && (notify & DSN_NOTIFY_SUCCESS))
+		ok = success_add(t, buf_cstr(&addr), orcpt_s[0] ? orcpt_s : NULL);
 	store_rcpt_free(&r);
 	if (!ok) {
 		reply(s, "451 4.3.0 Temporary failure, try again later");
@@ -872,7 +1037,8 @@ static void cmd_data(struct smtp_session *s, char *arg)
 		return;
 	}
 	if (!begin_message(s)) {
-		reply(s, "451 4.3.0 Temporary failure: cannot create the message file, try again later");
+		reply(s,
+		    "451 4.3.0 Temporary failure: cannot create the message file, try again later");
 		return;
 	}
 	smtp_input_start_data(&s->in);
@@ -900,7 +1066,8 @@ static void cmd_bdat(struct smtp_session *s, char *arg)
 		struct txn *t = s->tx;
 		if (t->msg == NULL && !t->failed && !begin_message(s)) {
 			t->failed = true;
-			t->fail_reply = "451 4.3.0 Temporary failure: cannot create the message file";
+			t->fail_reply =
+			    "451 4.3.0 Temporary failure: cannot create the message file";
 		}
 		if (!t->failed && t->bdat_total + size > s->w->cfg->limits.message_size) {
 			t->failed = true;
@@ -908,7 +1075,8 @@ static void cmd_bdat(struct smtp_session *s, char *arg)
 		}
 		t->bdat_total += size;
 		if (t->failed && s->bdat_reply == NULL)
-			s->bdat_reply = t->fail_reply ? t->fail_reply : "554 5.5.1 Transaction failed";
+			s->bdat_reply =
+			    t->fail_reply ? t->fail_reply : "554 5.5.1 Transaction failed";
 	}
 	smtp_input_start_chunk(&s->in, size);
 	if (s->bdat_reply)
@@ -976,11 +1144,11 @@ static bool start_tls(struct smtp_session *s, int fd)
 		return false;
 	struct bufferevent *b;
 	if (fd >= 0)
-		b = bufferevent_openssl_socket_new(s->w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-		    BEV_OPT_CLOSE_ON_FREE);
+		b = bufferevent_openssl_socket_new(
+		    s->w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	else
-		b = bufferevent_openssl_filter_new(s->w->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
-		    BEV_OPT_CLOSE_ON_FREE);
+		b = bufferevent_openssl_filter_new(
+		    s->w->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (b == NULL)
 		return false;
 	/* clients often close without close_notify; that is no error for SMTP */
@@ -1109,9 +1277,10 @@ static void auth_done(struct pwcheck_req *req, void *arg)
 		auth_resume(s);
 		return;
 	case PWCHECK_FAIL: {
-		unsigned ms = auth_throttle_fail(server_throttle(s->w->server), key, klen, time(NULL));
-		log_info(s->id, "event=auth result=failed user=%s ip=%s delay_ms=%u", log_str(req->user),
-		    s->ip, ms);
+		unsigned ms =
+		    auth_throttle_fail(server_throttle(s->w->server), key, klen, time(NULL));
+		log_info(s->id, "event=auth result=failed user=%s ip=%s delay_ms=%u",
+		    log_str(req->user), s->ip, ms);
 		pwcheck_req_free(req);
 		if (s->auth_delay == NULL)
 			s->auth_delay = evtimer_new(s->w->base, auth_delay_cb, s);
@@ -1339,7 +1508,7 @@ static const struct smtp_cmd_entry cmd_table[SMTP_CMD__COUNT] = {
 static bool allowed_in_bdat(enum smtp_verb v)
 {
 	return v == SMTP_CMD_BDAT || v == SMTP_CMD_RSET || v == SMTP_CMD_NOOP ||
-	    v == SMTP_CMD_QUIT || v == SMTP_CMD_HELP || v == SMTP_CMD_DATA;
+	       v == SMTP_CMD_QUIT || v == SMTP_CMD_HELP || v == SMTP_CMD_DATA;
 }
 
 static void handle_line(struct smtp_session *s, char *line, size_t len)
@@ -1358,7 +1527,8 @@ static void handle_line(struct smtp_session *s, char *line, size_t len)
 	if (v >= SMTP_CMD__COUNT || cmd_table[v].fn == NULL)
 		abort();
 	if (s->state == S_BDAT_WAIT && !allowed_in_bdat(v)) {
-		reply(s, "503 5.5.1 Error: only BDAT, RSET, NOOP or QUIT during a BDAT transaction");
+		reply(
+		    s, "503 5.5.1 Error: only BDAT, RSET, NOOP or QUIT during a BDAT transaction");
 		count_error(s);
 		return;
 	}
@@ -1373,16 +1543,18 @@ static void finish_data(struct smtp_session *s)
 	const struct config *c = s->w->cfg;
 	const struct smtp_data_parser *dp = &s->in.data;
 	if (dp->bare_lf || dp->bare_cr) {
-		log_info(t->msg->qid, "event=reject session=%s code=554 reason=bare-%s ip=%s", s->id,
-		    dp->bare_lf ? "lf" : "cr", s->ip);
-		reply(s, "554 5.6.0 Message refused: bare %s in message data; lines must end with CRLF",
+		log_info(t->msg->qid, "event=reject session=%s code=554 reason=bare-%s ip=%s",
+		    s->id, dp->bare_lf ? "lf" : "cr", s->ip);
+		reply(s,
+		    "554 5.6.0 Message refused: bare %s in message data; lines must end with CRLF",
 		    dp->bare_lf ? "LF" : "CR");
 		txn_refused(s);
 		return;
 	}
 	flush_out(s, t, true);
 	if (t->from_reply) {
-		log_info(t->msg->qid, "event=reject session=%s user=%s reason=from-header from=%s reply=\"%.3s\"",
+		log_info(t->msg->qid,
+		    "event=reject session=%s user=%s reason=from-header from=%s reply=\"%.3s\"",
 		    s->id, log_str(s->auth_user), log_str(t->from_detail), t->from_reply);
 		reply(s, "%s", t->from_reply);
 		txn_refused(s);
@@ -1431,8 +1603,9 @@ static void chunk_done(struct smtp_session *s)
 		return;
 	}
 	if (s->bdat_last && s->tx->from_reply) {
-		log_info(s->tx->msg->qid, "event=reject session=%s user=%s reason=from-header from=%s",
-		    s->id, log_str(s->auth_user), log_str(s->tx->from_detail));
+		log_info(s->tx->msg->qid,
+		    "event=reject session=%s user=%s reason=from-header from=%s", s->id,
+		    log_str(s->auth_user), log_str(s->tx->from_detail));
 		reply(s, "%s", s->tx->from_reply);
 		txn_refused(s);
 		return;
@@ -1492,9 +1665,8 @@ static void smtp_process(struct smtp_session *s)
 		/* content is fed in pieces of at most OUT_FLUSH (see begin_message) */
 		if (content_mode && len > OUT_FLUSH)
 			len = OUT_FLUSH;
-		struct buf *content = content_mode && s->tx && s->tx->msg && !s->bdat_reply
-		                          ? &s->tx->out
-		                          : NULL;
+		struct buf *content =
+		    content_mode && s->tx && s->tx->msg && !s->bdat_reply ? &s->tx->out : NULL;
 		size_t used = 0;
 		enum smtp_in_event ev = smtp_input_feed(&s->in, p, len, &used, content);
 		evbuffer_drain(in, used);
@@ -1524,7 +1696,10 @@ static void smtp_process(struct smtp_session *s)
 
 /* ---------------------------------------------------------------- I/O events */
 
-static void on_read(struct bufferevent *bev, void *arg) { smtp_process(arg); }
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	smtp_process(arg);
+}
 
 /* Closing: everything queued has left (for STARTTLS sessions, also the
  * encrypted bytes in the socket bufferevent under the TLS filter). */
@@ -1561,7 +1736,8 @@ static void on_write(struct bufferevent *bev, void *arg)
 		arm_close_check(s);
 		return;
 	}
-	if (s->output_paused && evbuffer_get_length(bufferevent_get_output(bev)) < OUTPUT_PAUSE / 2) {
+	if (s->output_paused &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) < OUTPUT_PAUSE / 2) {
 		s->output_paused = false;
 		bufferevent_enable(bev, EV_READ);
 		smtp_process(s);
@@ -1666,8 +1842,9 @@ static bool local_peer(struct smtp_session *s, int fd)
 	if (!ok) {
 		log_warn(s->id, "event=reject reason=local-user-not-allowed user=%s uid=%u",
 		    log_str(name), (unsigned)cr.uid);
-		reply(s, "554 5.7.1 Local user %s may not submit mail (see local.users in the "
-		         "configuration)",
+		reply(s,
+		    "554 5.7.1 Local user %s may not submit mail (see local.users in the "
+		    "configuration)",
 		    log_str(name));
 		return false;
 	}
@@ -1677,8 +1854,8 @@ static bool local_peer(struct smtp_session *s, int fd)
 	return s->local_user != NULL;
 }
 
-void smtp_session_start(struct worker *w, int fd, const struct sockaddr_storage *ss,
-    enum listener_kind kind)
+void smtp_session_start(
+    struct worker *w, int fd, const struct sockaddr_storage *ss, enum listener_kind kind)
 {
 	struct smtp_session *s = calloc(1, sizeof *s);
 	if (s == NULL) {
@@ -1693,9 +1870,11 @@ void smtp_session_start(struct worker *w, int fd, const struct sockaddr_storage 
 	if (ss->ss_family == AF_UNIX)
 		snprintf(s->ip, sizeof s->ip, "local");
 	else if (ss->ss_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, s->ip, sizeof s->ip);
+		inet_ntop(
+		    AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, s->ip, sizeof s->ip);
 	else
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, s->ip, sizeof s->ip);
+		inet_ntop(
+		    AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, s->ip, sizeof s->ip);
 	smtp_input_init(&s->in, w->cfg->limits.line_length);
 	if (kind == LISTEN_SUBMISSIONS) {
 		w->nsessions++;
@@ -1737,4 +1916,3 @@ void smtp_session_start(struct worker *w, int fd, const struct sockaddr_storage 
 	reply(s, "220 %s ESMTP dakiya", w->cfg->hostname);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
-

@@ -144,6 +144,17 @@ struct store_delivery {
 	/* remote recipients to queue (outbound); may be 0 */
 	const char *const *remote;
 	size_t nremote;
+	/* DSN (RFC 3461), for the queue entry; NULL = not given. Per remote
+	 * recipient (the arrays may be NULL): NOTIFY as "FAILURE,DELAY" and
+	 * ORCPT as "type;xtext" */
+	const char *envid; /* decoded */
+	const char *ret;   /* "FULL" or "HDRS" */
+	const char *const *remote_notify;
+	const char *const *remote_orcpt;
+	/* out, may be NULL: per user, set when that user's mailbox no longer
+	 * existed at commit time (deleted since RCPT), so nothing was stored for
+	 * them; the caller tells the sender */
+	bool *dropped;
 };
 /* Commit a batch of accepted messages in ONE transaction: each delivered into
  * its users' mailboxes (new UID and MODSEQ per mailbox), remote recipients

@@ -156,10 +156,10 @@ static const char *const stmt_sql[Q__COUNT] = {
     [Q_MESSAGE_ADD] = "INSERT INTO messages(mailbox_id, uid, modseq, blob, size, internal_date,"
                       " message_id, hdr_from, hdr_subject, hdr_date, mail_from)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    [Q_QUEUE_ADD] = "INSERT INTO queue(id, blob, sender, size, created, next_attempt)"
-                    " VALUES (?1, ?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",
-    [Q_QUEUE_RCPT_ADD] = "INSERT INTO queue_rcpts(queue_id, rcpt) VALUES (?1, ?2)"
-                         " ON CONFLICT DO NOTHING",
+    [Q_QUEUE_ADD] = "INSERT INTO queue(id, blob, sender, size, created, next_attempt,"
+                    " envid, ret) VALUES (?1, ?1, ?2, ?3, ?4, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+    [Q_QUEUE_RCPT_ADD] = "INSERT INTO queue_rcpts(queue_id, rcpt, notify, orcpt)"
+                         " VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
     [Q_EVENT_ADD] = "INSERT INTO events(queue_id, time_ms, kind, rcpt, text)"
                     " VALUES (?1, ?2, ?3, ?4, ?5)",
     [Q_EVENT_LIST] = "SELECT time_ms, kind, rcpt, text FROM events WHERE queue_id = ?1"
@@ -308,6 +308,15 @@ static void q_done(struct store *st, enum stmt_id id, sqlite3_stmt *s)
 static void bind_str(sqlite3_stmt *s, int i, const char *v)
 {
 	sqlite3_bind_text(s, i, v ? v : "", -1, SQLITE_STATIC);
+}
+
+/* NULL stays NULL (an optional column) */
+static void bind_str_null(sqlite3_stmt *s, int i, const char *v)
+{
+	if (v == NULL)
+		sqlite3_bind_null(s, i);
+	else
+		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
 }
 
 /* Run a statement that returns no rows; an SQLite code. */
@@ -1492,6 +1501,8 @@ static int queue_add(struct store *st, const struct store_delivery *d, int64_t n
 	bind_str(s, 2, d->mail_from);
 	sqlite3_bind_int64(s, 3, (int64_t)d->size);
 	sqlite3_bind_int64(s, 4, now);
+	bind_str_null(s, 5, d->envid);
+	bind_str_null(s, 6, d->ret);
 	int rc = q_run(st, s);
 	q_done(st, Q_QUEUE_ADD, s);
 	if (rc != SQLITE_OK)
@@ -1501,6 +1512,8 @@ static int queue_add(struct store *st, const struct store_delivery *d, int64_t n
 			return STORE_ERR;
 		bind_str(s, 1, d->blob);
 		bind_str(s, 2, d->remote[i]);
+		bind_str_null(s, 3, d->remote_notify ? d->remote_notify[i] : NULL);
+		bind_str_null(s, 4, d->remote_orcpt ? d->remote_orcpt[i] : NULL);
 		rc = q_run(st, s);
 		q_done(st, Q_QUEUE_RCPT_ADD, s);
 		if (rc != SQLITE_OK)
@@ -1534,6 +1547,8 @@ static int deliver_one(struct store *st, const struct store_delivery *d, int64_t
 			    log_str(d->users[i]));
 			ret =
 			    event_add(st, d->blob, ms, "dropped", d->users[i], "reason=no-mailbox");
+			if (d->dropped)
+				d->dropped[i] = true;
 			continue;
 		}
 		if (ret == STORE_OK)
@@ -1572,6 +1587,9 @@ int store_deliver_batch(struct store *st, const struct store_delivery *d, size_t
 	}
 	if (n == 0)
 		return STORE_OK;
+	for (size_t i = 0; i < n; i++)
+		if (d[i].dropped)
+			memset(d[i].dropped, 0, d[i].nusers * sizeof *d[i].dropped);
 	int ret = tx_begin(st);
 	if (ret != STORE_OK)
 		return ret;

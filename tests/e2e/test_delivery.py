@@ -29,8 +29,10 @@ class Peer:
     (rcpts, data bytes)."""
 
     def __init__(self, ip, rcpt=lambda n, addr: "250 2.1.5 ok", listen=True, bad_tls=False,
-                 data_delay=0.0, drop_after=0):
+                 data_delay=0.0, drop_after=0, dsn=False):
         self.ip = ip
+        self.dsn = dsn  # offer DSN (RFC 3461)
+        self.lines = []  # every MAIL and RCPT command as received
         self.rcpt = rcpt
         self.bad_tls = bad_tls  # offer STARTTLS, then answer the handshake with junk
         self.data_delay = data_delay  # seconds before the reply to the final dot
@@ -91,10 +93,15 @@ class Peer:
                 up = cmd.upper()
                 if self.drop_after and carried >= self.drop_after:
                     break
+                if up.startswith("MAIL") or up.startswith("RCPT"):
+                    with self.lock:
+                        self.lines.append(cmd)
                 if up.startswith("EHLO"):
                     w("250-peer.test")
                     if self.bad_tls:
                         w("250-STARTTLS")
+                    if self.dsn:
+                        w("250-DSN")
                     w("250 8BITMIME")
                 elif up == "STARTTLS" and self.bad_tls:
                     w("220 2.0.0 go ahead")
