@@ -1041,3 +1041,22 @@ def test_quickstart_dev_certificate_serves_submission(tmp_path):
     text = (d / "serve.log").read_text(errors="replace")
     assert alive and rc == 0, text[-3000:]
     assert "AddressSanitizer" not in text and "runtime error:" not in text, text[-3000:]
+
+
+def test_passwd_while_running_takes_effect_at_once(srv):
+    """dakiya user passwd --password-stdin on a running server: the next
+    login with the new password works, the old one is refused (535)."""
+    dave = "dave-%d@%s" % (os.getpid(), D)
+    srv.cli("user", "add", dave, "--password-stdin", input=b"first-Passw0rd-dave\n")
+    c = tls_conn(srv, source=src_ip())
+    try:
+        login(c, dave, "first-Passw0rd-dave")
+    finally:
+        c.close()
+    srv.cli("user", "passwd", dave, "--password-stdin", input=b"second-Passw0rd-dave\n")
+    c = tls_conn(srv, source=src_ip())
+    try:
+        c.expect("AUTH PLAIN " + plain(dave, "first-Passw0rd-dave"), 535, "5.7.8")
+        login(c, dave, "second-Passw0rd-dave")
+    finally:
+        c.close()
