@@ -128,6 +128,7 @@ struct job {
 	enum dsn_ret ret;
 	/* finished: the attempt to record (att, updates), and its figures */
 	bool finished;
+	bool stopped; /* ended by delivery_stop, not by its domains */
 	struct store_attempt att;
 	struct store_rcpt_update *updates;
 	size_t nsent, nfailed, npending;
@@ -281,12 +282,12 @@ static void idle_remove(struct conn *k)
 	k->next_idle = NULL;
 }
 
-/* QUIT an idle connection, of t if it has one, else of any destination
- * (t NULL: any). Its slot is free once it is over (on_done). */
+/* QUIT an idle connection of t, or (t NULL) of any destination. Its slot is
+ * free once it is over (on_done). */
 static bool close_idle(struct delivery *d, struct dest *t)
 {
 	struct conn *k = t ? t->idle : NULL;
-	for (struct dest *o = d->dests; k == NULL && o; o = o->next)
+	for (struct dest *o = d->dests; t == NULL && k == NULL && o; o = o->next)
 		k = o->idle;
 	if (k == NULL)
 		return false;
@@ -395,13 +396,26 @@ static int conn_send(struct conn *k, struct dom *m, bool cached)
 	return -1;
 }
 
-/* A message is done on k: keep it for the next one to its domain, or end it. */
+/* Does another domain wait for a slot that only the total limit denies? */
+static bool others_wait_for_total(const struct delivery *d, const struct dest *t)
+{
+	if (d->nconns < d->cfg->delivery.connections)
+		return false;
+	for (const struct dest *o = d->dests; o; o = o->next)
+		if (o != t && o->wait_head && o->nconns < d->cfg->delivery.connections_per_domain)
+			return true;
+	return false;
+}
+
+/* A message is done on k: keep it for the next one to its domain, or end it
+ * (also when its slot is wanted by another domain). */
 static void conn_release(struct conn *k)
 {
 	struct delivery *d = k->d;
 	const struct config *cfg = d->cfg;
 	if (!d->stopping && cfg->delivery.connection_cache_time > 0 &&
-	    k->messages < cfg->delivery.connection_reuse_max && smtp_client_usable(k->c)) {
+	    k->messages < cfg->delivery.connection_reuse_max && smtp_client_usable(k->c) &&
+	    (k->dest->wait_head || !others_wait_for_total(d, k->dest))) {
 		k->idle = true;
 		k->next_idle = k->dest->idle;
 		k->dest->idle = k;
@@ -758,7 +772,9 @@ static void job_dsn(struct job *j, enum dsn_action action, unsigned bit, time_t 
 		for (size_t i = 0; i < n; i++)
 			log_info(e->id, "event=dsn-suppressed rcpt=%s reason=null-sender action=%s",
 			    log_str(dr[i].addr),
-			    action == DSN_ACTION_FAILED ? "failed" : "delayed");
+			    action == DSN_ACTION_FAILED    ? "failed"
+			    : action == DSN_ACTION_DELAYED ? "delayed"
+			                                   : "relayed");
 		free(dr);
 		return;
 	}
@@ -889,7 +905,7 @@ static void job_finish(struct job *j)
 		delay *= 2;
 	if (delay > cfg->delivery.retry_max)
 		delay = cfg->delivery.retry_max;
-	time_t next = now + (time_t)delay;
+	time_t next = j->stopped ? now : now + (time_t)delay; /* stopped: due at the next start */
 
 	struct store_rcpt_update *u = calloc(e->nrcpts, sizeof *u);
 	if (u == NULL)
@@ -955,6 +971,19 @@ static void flush_attempts(struct delivery *d)
 		if (rc == STORE_BUSY)
 			usleep(50000);
 	}
+	if (rc != STORE_OK && !d->stopping) {
+		/* nothing was written (disk full, a long lock): keep the jobs, so
+		 * that no scan starts their entries again, and try again soon */
+		log_err("-", "event=attempts-unrecorded jobs=%zu retry_in=1 error=\"%s\"", n,
+		    log_str(store_error(d->st)));
+		struct timeval tv = {1, 0};
+		evtimer_add(d->flush, &tv);
+		free(a);
+		free(js);
+		free(rcs);
+		free(removed);
+		return;
+	}
 	for (size_t k = 0; k < n; k++) {
 		struct job *j = js[k];
 		const char *id = j->due->id;
@@ -986,6 +1015,17 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	flush_attempts(arg);
+}
+
+/* End j at once (delivery_stop): what is not final yet stays pending. */
+static void job_stop(struct job *j)
+{
+	for (size_t i = 0; i < j->due->nrcpts; i++)
+		if (j->r[i].state == R_TODO)
+			rcpt_set(&j->r[i], R_TEMP, "4.3.2",
+			    "delivery stopped (the server shut down)", NULL);
+	j->stopped = true;
+	job_finish(j);
 }
 
 static void job_dom_done(struct dom *m)
@@ -1131,15 +1171,20 @@ static void *delivery_main(void *arg)
 	struct delivery *d = arg;
 	scan(d); /* what was due when we stopped */
 	event_base_dispatch(d->base);
-	/* stopping: record what has finished, drop what is in progress (due
-	 * again at the next start) */
-	flush_attempts(d);
+	/* stopping: the connections go first (no callbacks any more); every
+	 * job still in progress ends as it stands, so that what was sent or
+	 * failed is recorded (and bounced) and a restart repeats none of it;
+	 * the rest stays pending, due at once at the next start */
 	while (d->conns) {
 		struct conn *k = d->conns;
 		d->conns = k->next;
-		smtp_client_free(k->c); /* no callbacks any more */
+		smtp_client_free(k->c);
 		free(k);
 	}
+	for (struct job *j = d->jobs; j; j = j->next)
+		if (!j->finished)
+			job_stop(j);
+	flush_attempts(d);
 	while (d->jobs) {
 		struct job *j = d->jobs;
 		d->jobs = j->next;

@@ -62,11 +62,18 @@ int dsn_send(
 	/* local sender: its mailboxes (and remote targets of an alias) */
 	const char *at = strrchr(to, '@');
 	char local[256];
-	snprintf(local, sizeof local, "%.*s", at ? (int)(at - to) : 0, to);
 	const char *remote1[1] = {to};
 	const char *const *users = NULL, *const *remote = remote1;
 	size_t nusers = 0, nremote = 1;
-	int rc = at ? store_resolve_rcpt(st, local, at + 1, &rr) : STORE_INVALID;
+	int rc = STORE_INVALID;
+	if (at != NULL && (size_t)(at - to) < sizeof local) {
+		snprintf(local, sizeof local, "%.*s", (int)(at - to), to);
+		rc = store_resolve_rcpt(st, local, at + 1, &rr);
+	}
+	/* a local part no user of ours can have (too long, odd characters) is
+	 * still a fine address elsewhere: VERP and SRS senders look like that */
+	if (rc == STORE_INVALID && at != NULL && store_domain_exists(st, at + 1) == STORE_NOTFOUND)
+		rc = STORE_NOTLOCAL;
 	if (rc == STORE_OK) {
 		users = (const char *const *)rr.users;
 		nusers = rr.n;
@@ -74,7 +81,9 @@ int dsn_send(
 		nremote = rr.nremote;
 	} else if (rc != STORE_NOTLOCAL) {
 		log_warn(orig_id, "event=dsn-dropped to=%s reason=%s", log_str(to),
-		    rc == STORE_NOTFOUND ? "no-such-local-user" : "store-error");
+		    rc == STORE_NOTFOUND  ? "no-such-local-user"
+		    : rc == STORE_INVALID ? "invalid-address"
+		                          : "store-error");
 		unlink(buf_cstr(&path));
 		goto out;
 	}

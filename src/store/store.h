@@ -262,10 +262,11 @@ struct store_attempt {
  * STORE_NOTFOUND if the entry is gone (deleted by the admin meanwhile). */
 int store_queue_attempt(struct store *st, const struct store_attempt *a, bool *removed);
 /* Record n attempts in ONE transaction (one commit, one fsync: the
- * delivery thread's group commit). rcs[k] is each one's result, STORE_OK or
- * STORE_NOTFOUND, and removed[k] (removed may be NULL) as above. The return
- * value is STORE_OK, or the error that rolled back all of them (then every
- * rcs[k] is that error too): STORE_BUSY, STORE_ERR, STORE_INVALID. */
+ * delivery thread's group commit). rcs[k] is each one's result: STORE_OK,
+ * STORE_NOTFOUND, or STORE_INVALID for an attempt that is malformed (it is
+ * skipped, the others are written); removed[k] (removed may be NULL) as
+ * above. The return value is STORE_OK, or the error that rolled back all of
+ * them (STORE_BUSY, STORE_ERR; every valid one's rcs[k] is that error). */
 int store_queue_attempts(
     struct store *st, const struct store_attempt *a, size_t n, int *rcs, bool *removed);
 /* Remove entry id if none of its recipients is pending: its rows, its blob

@@ -2195,16 +2195,15 @@ static int queue_attempt_tx(
 int store_queue_attempts(
     struct store *st, const struct store_attempt *a, size_t n, int *rcs, bool *removed)
 {
+	size_t nvalid = 0;
 	for (size_t k = 0; k < n; k++) {
-		rcs[k] = STORE_INVALID;
+		rcs[k] = attempt_valid(st, &a[k]) ? STORE_OK : STORE_INVALID;
+		nvalid += rcs[k] == STORE_OK;
 		if (removed != NULL)
 			removed[k] = false;
 	}
-	for (size_t k = 0; k < n; k++)
-		if (!attempt_valid(st, &a[k]))
-			return STORE_INVALID;
-	if (n == 0)
-		return STORE_OK;
+	if (nvalid == 0)
+		return STORE_OK; /* nothing to write (the invalid ones say so in rcs) */
 	bool *unused = calloc(n, sizeof *unused), *gone = calloc(n, sizeof *gone);
 	if (unused == NULL || gone == NULL) {
 		free(unused);
@@ -2215,6 +2214,8 @@ int store_queue_attempts(
 	int64_t ms = util_now_ms();
 	int ret = tx_begin(st);
 	for (size_t k = 0; ret == STORE_OK && k < n; k++) {
+		if (rcs[k] == STORE_INVALID)
+			continue;
 		int r = queue_attempt_tx(st, &a[k], ms, &gone[k], &unused[k]);
 		if (r == STORE_OK || r == STORE_NOTFOUND)
 			rcs[k] = r;
@@ -2226,7 +2227,7 @@ int store_queue_attempts(
 	if (ret != STORE_OK) {
 		tx_rollback(st);
 		for (size_t k = 0; k < n; k++)
-			rcs[k] = ret;
+			rcs[k] = rcs[k] == STORE_INVALID ? STORE_INVALID : ret;
 	} else {
 		for (size_t k = 0; k < n; k++) {
 			if (unused[k])

@@ -529,3 +529,49 @@ def test_a_kept_connection_the_peer_dropped_is_replaced_at_once(make_server, mak
     att = [e[3] for e in events(a, "attempt")]
     assert any("outcome=closed" in t for t in att), att  # a kept one was tried and failed
     assert sorted(m[0][0] for m in p.msgs) == ["d0@peer.test", "d1@peer.test", "d2@peer.test"]
+
+
+def test_stop_records_what_was_done_and_a_restart_repeats_only_the_rest(
+        make_server, make_dns, peers):
+    """One message for two domains: one.test takes it at once, two.test
+    hangs at RCPT when the server is stopped. The stop records one.test as
+    sent; after the restart only two.test gets it (due at once despite the
+    long retry delay), and one.test never sees it twice."""
+    gate = threading.Event()
+    one = peers()
+    two = peers(rcpt=lambda n, addr: (gate.wait(30), "250 2.1.5 ok")[1] if n == 1
+                else "250 2.1.5 ok")
+    a, dns = start_sender(make_server, make_dns,
+                          {**mx_zone("one.test", one.ip), **mx_zone("two.test", two.ip)},
+                          retry_min=600, retry_max=600)
+    submit(a, ["x@one.test", "y@two.test"], "half done")
+    one.wait(1)
+    wait_for(lambda: two.conns >= 1, 10, "two.test's first connection")
+    assert a.stop() == 0
+    gate.set()
+    a.start()
+    assert two.wait(1, timeout=20)[0][0] == ["y@two.test"]
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue")
+    time.sleep(1.5)
+    assert len(one.msgs) == 1 and len(two.msgs) == 1
+    assert a.mailbox(ALICE) == []
+    sent = [e for e in events(a, "sent")]
+    assert [e[2] for e in sent].count("x@one.test") == 1, sent
+
+
+def test_a_kept_connection_gives_its_slot_to_another_domain_waiting(
+        make_server, make_dns, peers):
+    """With one connection in total and a long cache time, the connection
+    kept for one.test is closed at once when two.test waits for the slot,
+    rather than two.test waiting out the cache time."""
+    one = peers(data_delay=0.5)
+    two = peers()
+    a, dns = start_sender(make_server, make_dns,
+                          {**mx_zone("one.test", one.ip), **mx_zone("two.test", two.ip)},
+                          connections=1, connection_cache_time=20)
+    t0 = time.time()
+    submit_many(a, lambda i: ("x@one.test", "y@two.test")[i], 2, "slot")
+    one.wait(1)
+    two.wait(1, timeout=15)
+    assert time.time() - t0 < 10, "two.test waited %.1f s" % (time.time() - t0)
+    assert one.max_active + two.max_active <= 2 and max(one.max_active, two.max_active) == 1

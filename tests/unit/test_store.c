@@ -1234,17 +1234,21 @@ static void test_queue_attempts_batch(void **state)
 	snprintf(q, sizeof q, "SELECT count(*) FROM events WHERE queue_id = '%s' AND kind = 'sent'",
 	    id[0]);
 	assert_int_equal(raw_int(db, q), 1);
-	/* one invalid update: nothing of the batch is written */
+	/* one invalid update: it is skipped and said so, the other is written */
 	struct store_rcpt_update bad[] = {{"b@remote.test", "maybe", NULL}};
 	struct store_attempt b[2] = {
-	    {id[1], later, 1, now + 120, "451 again", false, NULL, 0},
 	    {id[1], bad, 1, now + 120, NULL, false, NULL, 0},
+	    {id[1], later, 1, now + 120, "451 again", false, NULL, 0},
 	};
-	assert_int_equal(store_queue_attempts(st, b, 2, rcs, NULL), STORE_INVALID);
+	assert_int_equal(store_queue_attempts(st, b, 2, rcs, NULL), STORE_OK);
 	assert_int_equal(rcs[0], STORE_INVALID);
-	assert_int_equal(raw_int(db, q), 1);
+	assert_int_equal(rcs[1], STORE_OK);
 	snprintf(q, sizeof q, "SELECT attempts FROM queue WHERE id = '%s'", id[1]);
-	assert_int_equal(raw_int(db, q), 1);
+	assert_int_equal(raw_int(db, q), 2);
+	/* only invalid ones: nothing written */
+	assert_int_equal(store_queue_attempts(st, b, 1, rcs, NULL), STORE_OK);
+	assert_int_equal(rcs[0], STORE_INVALID);
+	assert_int_equal(raw_int(db, q), 2);
 	assert_int_equal(store_queue_attempts(st, NULL, 0, rcs, NULL), STORE_OK);
 	sqlite3_close(db);
 }
