@@ -148,41 +148,22 @@ static char *summary(const struct accept_msg *m, const char *name)
 	return buf_steal(&v);
 }
 
-/* After m's commit: a report to its sender about n of its recipients
- * (orcpts may be NULL, and its entries) with action, status and diag; true
+/* After m's commit: one report to its sender about the n recipients in dr,
+ * returning the headers only unless full (RET=FULL with a failure); true
  * if it went into the queue. A failure is logged: the message itself is
  * committed, only the notice is missing. */
 static bool send_report(struct accept_ctx *ctx, const struct accept_msg *m,
-    const char *const *rcpts, const char *const *orcpts, size_t n, enum dsn_action action,
-    const char *status, const char *diag)
+    const struct dsn_recipient *dr, size_t n, bool failure)
 {
-	const char *what = action == DSN_ACTION_DELIVERED ? "delivered" : "failed";
+	const char *what = failure ? "failed" : "delivered";
 	if (m->mail_from == NULL || m->mail_from[0] == '\0') {
 		log_info(m->qid, "event=dsn-suppressed reason=null-sender action=%s", what);
 		return false;
 	}
-	struct dsn_recipient *dr = calloc(n, sizeof *dr);
-	struct dsn_orcpt *o = calloc(n, sizeof *o);
-	if (dr == NULL || o == NULL)
-		abort();
-	time_t now = time(NULL);
-	for (size_t i = 0; i < n; i++) {
-		const char *oc = orcpts ? orcpts[i] : NULL;
-		bool has = oc && dsn_parse_orcpt(oc, strlen(oc), &o[i]);
-		dr[i] = (struct dsn_recipient){
-		    .addr = rcpts[i],
-		    .orcpt_type = has ? o[i].type : NULL,
-		    .orcpt = has ? o[i].addr : NULL,
-		    .action = action,
-		    .status = status,
-		    .diagnostic = diag,
-		    .last_attempt = now,
-		};
-	}
 	enum dsn_ret ret = DSN_RET_DEFAULT;
 	if (m->ret == NULL || !dsn_parse_ret(m->ret, strlen(m->ret), &ret))
 		ret = DSN_RET_DEFAULT;
-	if (action == DSN_ACTION_DELIVERED && ret == DSN_RET_FULL)
+	if (!failure && ret == DSN_RET_FULL)
 		ret = DSN_RET_HDRS; /* a success returns the headers only */
 	struct dsn_message dm = {
 	    .hostname = ctx->hostname,
@@ -192,7 +173,7 @@ static bool send_report(struct accept_ctx *ctx, const struct accept_msg *m,
 	    .ret = ret,
 	    .arrival = (time_t)(m->received_ms / 1000),
 	    .msg_path = buf_cstr(&m->path),
-	    .now = now,
+	    .now = dr[0].last_attempt,
 	};
 	struct buf out = BUF_INIT;
 	buf_init(&out, 16u * 1024 * 1024);
@@ -206,55 +187,71 @@ static bool send_report(struct accept_ctx *ctx, const struct accept_msg *m,
 		store_event_add(ctx->store, m->qid, "notice", NULL, text);
 	}
 	buf_free(&out);
-	free(dr);
-	free(o);
 	return remote;
 }
 
-/* After m's commit: the reports it owes. "delivered" for the local
- * recipients that asked (RFC 3461 5.2.3); "failed" for those whose mailbox
- * went away between RCPT and the commit, so that no accepted recipient is
- * lost without a word. True if something went into the queue. */
+/* After m's commit: the reports its local RCPTs are owed (RFC 3461 5.2.3,
+ * 6.2.7), each about the address as given in RCPT (an alias's targets stay
+ * private):
+ * - "failed" when the mailbox went away between RCPT and the commit (for an
+ *   expanded alias: when every local target went and none is remote), so
+ *   that no accepted recipient is lost without a word, unless NOTIFY left
+ *   FAILURE out;
+ * - otherwise, with NOTIFY=SUCCESS, "delivered", or "expanded" for an alias
+ *   with several targets.
+ * True if a report went into the queue. */
 static bool commit_reports(struct accept_ctx *ctx, const struct accept_msg *m, const bool *dropped)
 {
+	bool owed = false; /* the usual case is none: no work for it */
+	for (size_t u = 0; dropped && u < m->nusers && !owed; u++)
+		owed = dropped[u];
+	for (size_t i = 0; i < m->nlrcpts && !owed; i++)
+		owed = (m->lrcpts[i].notify & DSN_NOTIFY_SUCCESS) != 0;
+	if (!owed)
+		return false;
+	struct dsn_recipient *fail = calloc(m->nlrcpts, sizeof *fail);
+	struct dsn_recipient *ok = calloc(m->nlrcpts, sizeof *ok);
+	struct dsn_orcpt *o = calloc(m->nlrcpts, sizeof *o);
+	if (fail == NULL || ok == NULL || o == NULL)
+		abort();
+	size_t nfail = 0, nok = 0;
+	time_t now = time(NULL);
+	for (size_t i = 0; i < m->nlrcpts; i++) {
+		const struct accept_rcpt *lr = &m->lrcpts[i];
+		size_t gone = 0;
+		for (size_t k = 0; dropped && k < lr->nusers; k++)
+			gone += dropped[lr->users[k]];
+		bool lost = lr->expanded ? gone == lr->nusers && !lr->remote : gone > 0;
+		bool want = lost ? lr->notify == 0 || (lr->notify & DSN_NOTIFY_FAILURE)
+		                 : (lr->notify & DSN_NOTIFY_SUCCESS) != 0;
+		if (!want)
+			continue;
+		bool has = lr->orcpt && dsn_parse_orcpt(lr->orcpt, strlen(lr->orcpt), &o[i]);
+		struct dsn_recipient r = {
+		    .addr = lr->rcpt,
+		    .orcpt_type = has ? o[i].type : NULL,
+		    .orcpt = has ? o[i].addr : NULL,
+		    .action = lost           ? DSN_ACTION_FAILED
+		              : lr->expanded ? DSN_ACTION_EXPANDED
+		                             : DSN_ACTION_DELIVERED,
+		    .status = lost ? "5.1.1" : "2.0.0",
+		    .diagnostic =
+		        lost ? "the mailbox was removed after the message was accepted" : NULL,
+		    .last_attempt = now,
+		};
+		if (lost)
+			fail[nfail++] = r;
+		else
+			ok[nok++] = r;
+	}
 	bool queued = false;
-	if (m->nsuccess > 0) {
-		const char **r = calloc(m->nsuccess, sizeof *r),
-		           **o = calloc(m->nsuccess, sizeof *o);
-		if (r == NULL || o == NULL)
-			abort();
-		size_t n = 0;
-		for (size_t i = 0; i < m->nsuccess; i++) {
-			/* not if its mailbox went away (the success would be a lie) */
-			bool gone = false;
-			for (size_t u = 0; dropped && u < m->nusers; u++)
-				gone = gone || (dropped[u] && strcasecmp(m->users[u],
-				                                  m->success[i].rcpt) == 0);
-			if (!gone) {
-				r[n] = m->success[i].rcpt;
-				o[n++] = m->success[i].orcpt;
-			}
-		}
-		if (n > 0)
-			queued = send_report(ctx, m, r, o, n, DSN_ACTION_DELIVERED, "2.0.0", NULL);
-		free(r);
-		free(o);
-	}
-	size_t nd = 0;
-	for (size_t u = 0; dropped && u < m->nusers; u++)
-		nd += dropped[u];
-	if (nd > 0) {
-		const char **r = calloc(nd, sizeof *r);
-		if (r == NULL)
-			abort();
-		size_t n = 0;
-		for (size_t u = 0; u < m->nusers; u++)
-			if (dropped[u])
-				r[n++] = m->users[u];
-		queued |= send_report(ctx, m, r, NULL, n, DSN_ACTION_FAILED, "5.1.1",
-		    "the mailbox was removed after the message was accepted");
-		free(r);
-	}
+	if (nfail > 0)
+		queued = send_report(ctx, m, fail, nfail, true);
+	if (nok > 0)
+		queued |= send_report(ctx, m, ok, nok, false);
+	free(fail);
+	free(ok);
+	free(o);
 	return queued;
 }
 
@@ -518,6 +515,16 @@ static char **dup_list(char *const *v, size_t n)
 	return d;
 }
 
+void accept_rcpts_free(struct accept_rcpt *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++) {
+		free(v[i].rcpt);
+		free(v[i].orcpt);
+		free(v[i].users);
+	}
+	free(v);
+}
+
 static void free_list(char **v, size_t n)
 {
 	for (size_t i = 0; v && i < n; i++)
@@ -526,22 +533,28 @@ static void free_list(char **v, size_t n)
 }
 
 void accept_set_dsn(struct accept_msg *m, const char *envid, const char *ret,
-    char *const *remote_notify, char *const *remote_orcpt, const struct accept_success *success,
-    size_t nsuccess)
+    char *const *remote_notify, char *const *remote_orcpt, const struct accept_rcpt *lrcpts,
+    size_t nlrcpts)
 {
 	m->envid = dup_null(envid);
 	m->ret = dup_null(ret);
 	m->remote_notify = dup_list(remote_notify, m->nremote);
 	m->remote_orcpt = dup_list(remote_orcpt, m->nremote);
-	if (nsuccess > 0) {
-		m->success = calloc(nsuccess, sizeof *m->success);
-		if (m->success == NULL)
+	if (nlrcpts > 0) {
+		m->lrcpts = calloc(nlrcpts, sizeof *m->lrcpts);
+		if (m->lrcpts == NULL)
 			abort();
-		for (size_t i = 0; i < nsuccess; i++) {
-			m->success[i].rcpt = xstrdup(success[i].rcpt);
-			m->success[i].orcpt = dup_null(success[i].orcpt);
+		for (size_t i = 0; i < nlrcpts; i++) {
+			struct accept_rcpt *d = &m->lrcpts[i];
+			*d = lrcpts[i];
+			d->rcpt = xstrdup(lrcpts[i].rcpt);
+			d->orcpt = dup_null(lrcpts[i].orcpt);
+			d->users = calloc(d->nusers ? d->nusers : 1, sizeof *d->users);
+			if (d->users == NULL)
+				abort();
+			memcpy(d->users, lrcpts[i].users, d->nusers * sizeof *d->users);
 		}
-		m->nsuccess = nsuccess;
+		m->nlrcpts = nlrcpts;
 	}
 }
 
@@ -597,10 +610,6 @@ void accept_free(struct accept_msg *m)
 	free_list(m->remote_orcpt, m->nremote);
 	free(m->envid);
 	free(m->ret);
-	for (size_t i = 0; i < m->nsuccess; i++) {
-		free(m->success[i].rcpt);
-		free(m->success[i].orcpt);
-	}
-	free(m->success);
+	accept_rcpts_free(m->lrcpts, m->nlrcpts);
 	free(m);
 }

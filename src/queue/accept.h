@@ -39,6 +39,18 @@ typedef void (*accept_cb)(struct accept_msg *m, void *arg);
 
 #define ACCEPT_HDR_MAX (64 * 1024)
 
+/* One RCPT that reached local mailboxes: the reports it may be owed after
+ * the commit are decided from this (RFC 3461 5.2.3, 6.2.7). */
+struct accept_rcpt {
+	char *rcpt;      /* as given in RCPT */
+	char *orcpt;     /* ORCPT as received, NULL if none */
+	unsigned notify; /* DSN_NOTIFY_* bits; 0 = not given (failures only) */
+	bool expanded;   /* an alias with more than one target */
+	bool remote;     /* some of its targets are remote (queued) */
+	size_t *users;   /* the mailbox owners it reached: indices into users */
+	size_t nusers;
+};
+
 struct accept_msg {
 	char qid[UTIL_QID_LEN + 1];
 	int fd;          /* blob file, open for writing until the sync */
@@ -60,13 +72,10 @@ struct accept_msg {
 	char *ret;            /* "FULL" or "HDRS" */
 	char **remote_notify; /* per remote: "SUCCESS,FAILURE" */
 	char **remote_orcpt;  /* per remote: "rfc822;a+2Bb@c" */
-	/* local recipients that asked for NOTIFY=SUCCESS: after the commit, a
-	 * "delivered" report goes to the sender (RFC 3461 5.2.3) */
-	struct accept_success {
-		char *rcpt;  /* as given in RCPT */
-		char *orcpt; /* "type;xtext", NULL if none */
-	} * success;
-	size_t nsuccess;
+	/* every RCPT that reached local mailboxes, for the reports owed after
+	 * the commit (accept_set_dsn) */
+	struct accept_rcpt *lrcpts;
+	size_t nlrcpts;
 	/* outcome, valid in the callback: 0 = durable, else a STORE_* code or -errno */
 	int rc;
 	/* completion */
@@ -102,11 +111,12 @@ bool accept_set_envelope(struct accept_msg *m, const char *mail_from, char *cons
     size_t nusers, char *const *remote, size_t nremote);
 /* DSN parameters: envid, ret (may be NULL), per remote recipient notify
  * and orcpt (arrays of nremote, entries or arrays may be NULL), and the
- * local recipients wanting a success report (success/nsuccess, copied).
- * After accept_set_envelope. */
+ * RCPTs that reached local mailboxes (copied). After accept_set_envelope. */
 void accept_set_dsn(struct accept_msg *m, const char *envid, const char *ret,
-    char *const *remote_notify, char *const *remote_orcpt, const struct accept_success *success,
-    size_t nsuccess);
+    char *const *remote_notify, char *const *remote_orcpt, const struct accept_rcpt *lrcpts,
+    size_t nlrcpts);
+/* Free n accept_rcpt and their strings (accepts NULL). */
+void accept_rcpts_free(struct accept_rcpt *v, size_t n);
 /* Hand over for the durable commit; cb(m, arg) runs on doneq's loop. */
 void accept_commit(
     struct accept_ctx *ctx, struct accept_msg *m, struct loopq *doneq, accept_cb cb, void *arg);

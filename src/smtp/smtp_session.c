@@ -115,13 +115,13 @@ struct txn {
 	size_t nremote, aremote;
 	/* DSN (RFC 3461): MAIL's RET and ENVID (decoded), NULL if not given;
 	 * per remote recipient (parallel to remote) its NOTIFY and ORCPT as
-	 * passed on; the local recipients that asked for a success report */
+	 * passed on; every RCPT that reached local mailboxes (for reports) */
 	char *ret;
 	char *envid;
 	char **remote_notify;
 	char **remote_orcpt;
-	struct accept_success *success;
-	size_t nsuccess;
+	struct accept_rcpt *lrcpts;
+	size_t nlrcpts;
 	struct accept_msg *msg;
 	struct buf out;          /* content waiting to be written to the blob */
 	struct smtp_hdr_scan hs; /* where the header section ends */
@@ -329,11 +329,7 @@ static void txn_free(struct txn *t)
 	free(t->remote_orcpt);
 	free(t->ret);
 	free(t->envid);
-	for (size_t i = 0; i < t->nsuccess; i++) {
-		free(t->success[i].rcpt);
-		free(t->success[i].orcpt);
-	}
-	free(t->success);
+	accept_rcpts_free(t->lrcpts, t->nlrcpts);
 	accept_abort(t->msg);
 	buf_free(&t->out);
 	free(t);
@@ -402,20 +398,37 @@ static bool remote_add(struct txn *t, const char *addr, const char *notify, cons
 	return true;
 }
 
-/* A local recipient that asked for NOTIFY=SUCCESS. */
-static bool success_add(struct txn *t, const char *rcpt, const char *orcpt)
+/* An RCPT that reached the local mailboxes of users (r->users, already in
+ * t->users), with its DSN parameters. */
+static bool lrcpt_add(
+    struct txn *t, const char *rcpt, const char *orcpt, unsigned notify, const struct store_rcpt *r)
 {
-	struct accept_success *n = realloc(t->success, (t->nsuccess + 1) * sizeof *n);
+	struct accept_rcpt *n = realloc(t->lrcpts, (t->nlrcpts + 1) * sizeof *n);
 	if (n == NULL)
 		return false;
-	t->success = n;
-	char *r = strdup(rcpt), *o = orcpt ? strdup(orcpt) : NULL;
-	if (r == NULL || (orcpt && o == NULL)) {
-		free(r);
-		free(o);
+	t->lrcpts = n;
+	struct accept_rcpt lr = {
+	    .rcpt = strdup(rcpt),
+	    .orcpt = orcpt ? strdup(orcpt) : NULL,
+	    .notify = notify,
+	    .expanded = r->n + r->nremote > 1,
+	    .remote = r->nremote > 0,
+	    .users = calloc(r->n, sizeof *lr.users),
+	    .nusers = r->n,
+	};
+	if (lr.rcpt == NULL || (orcpt && lr.orcpt == NULL) || lr.users == NULL) {
+		free(lr.rcpt);
+		free(lr.orcpt);
+		free(lr.users);
 		return false;
 	}
-	t->success[t->nsuccess++] = (struct accept_success){r, o};
+	for (size_t i = 0; i < r->n; i++)
+		for (size_t k = 0; k < t->nusers; k++)
+			if (strcmp(t->users[k], r->users[i]) == 0) {
+				lr.users[i] = k;
+				break;
+			}
+	t->lrcpts[t->nlrcpts++] = lr;
 	return true;
 }
 
@@ -628,7 +641,7 @@ static void start_commit(struct smtp_session *s)
 	}
 	accept_set_envelope(t->msg, t->mail_from, t->users, t->nusers, t->remote, t->nremote);
 	accept_set_dsn(
-	    t->msg, t->envid, t->ret, t->remote_notify, t->remote_orcpt, t->success, t->nsuccess);
+	    t->msg, t->envid, t->ret, t->remote_notify, t->remote_orcpt, t->lrcpts, t->nlrcpts);
 	enter_state(s, S_COMMIT);
 	bufferevent_disable(s->bev, EV_READ);
 	accept_commit(server_accept_ctx(s->w->server), t->msg, &s->w->doneq, commit_done, s);
@@ -888,10 +901,11 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 		count_error(s);
 		return;
 	}
-	/* DSN: NOTIFY and ORCPT, each at most once, rendered as passed on */
+	/* DSN: NOTIFY and ORCPT, each at most once; ORCPT is kept as received
+	 * (at most DSN_ORCPT_MAX bytes, checked by dsn_parse_orcpt) */
 	unsigned notify = 0;
 	struct dsn_orcpt orcpt;
-	bool has_orcpt = false;
+	const char *orcpt_v = NULL;
 	for (size_t i = 0; i < a.nparams; i++) {
 		const char *k = a.params[i].key, *v = a.params[i].value;
 		bool is_notify = util_streq_ci(k, "NOTIFY");
@@ -900,30 +914,30 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 			count_error(s);
 			return;
 		}
-		bool dup = is_notify ? notify != 0 : has_orcpt;
-		bool ok = !dup && v != NULL && s->esmtp &&
+		if (!s->esmtp) {
+			reply(s, "555 5.5.4 Parameters need EHLO");
+			count_error(s);
+			return;
+		}
+		bool dup = is_notify ? notify != 0 : orcpt_v != NULL;
+		bool ok = !dup && v != NULL &&
 		          (is_notify ? dsn_parse_notify(v, strlen(v), &notify)
-		                     : (has_orcpt = dsn_parse_orcpt(v, strlen(v), &orcpt)));
+		                     : dsn_parse_orcpt(v, strlen(v), &orcpt));
 		if (!ok) {
 			reply(s, "501 5.5.4 %s %s parameter", dup ? "Duplicate" : "Bad",
 			    is_notify ? "NOTIFY" : "ORCPT");
 			count_error(s);
 			return;
 		}
+		if (!is_notify)
+			orcpt_v = v;
 	}
-	char notify_s[64] = "", orcpt_s[DSN_ORCPT_MAX * 3 + DSN_ADDR_TYPE_MAX + 8] = "";
+	char notify_s[64] = "";
 	if (notify) {
 		struct buf b = BUF_INIT;
 		buf_init(&b, sizeof notify_s - 1);
 		dsn_notify_render(notify, &b);
 		snprintf(notify_s, sizeof notify_s, "%s", buf_cstr(&b));
-		buf_free(&b);
-	}
-	if (has_orcpt) {
-		struct buf b = BUF_INIT;
-		buf_init(&b, sizeof orcpt_s - 1);
-		if (dsn_orcpt_render(&orcpt, &b) && !buf_err(&b))
-			snprintf(orcpt_s, sizeof orcpt_s, "%s", buf_cstr(&b));
 		buf_free(&b);
 	}
 	if (a.path.utf8 && !t->smtputf8) {
@@ -998,11 +1012,25 @@ static void cmd_rcpt(struct smtp_session *s, char *arg)
 	bool ok = true;
 	for (size_t i = 0; i < r.n && ok; i++)
 		ok = set_add(&t->users, &t->nusers, &t->ausers, r.users[i]);
+	/* RFC 3461 6.2.7: an alias with one target passes NOTIFY on; one that
+	 * expands to several reports "expanded" itself for SUCCESS, which its
+	 * remote targets then do not ask for again */
+	bool expanded = r.n + r.nremote > 1;
+	char notify_on[64] = "";
+	if (notify && expanded && (notify & DSN_NOTIFY_SUCCESS)) {
+		unsigned rest = notify & ~DSN_NOTIFY_SUCCESS;
+		struct buf b = BUF_INIT;
+		buf_init(&b, sizeof notify_on - 1);
+		dsn_notify_render(rest ? rest : DSN_NOTIFY_NEVER, &b);
+		snprintf(notify_on, sizeof notify_on, "%s", buf_cstr(&b));
+		buf_free(&b);
+	} else if (notify) {
+		snprintf(notify_on, sizeof notify_on, "%s", notify_s);
+	}
 	for (size_t i = 0; i < r.nremote && ok; i++)
-		ok = remote_add(
-		    t, r.remote[i], notify ? notify_s : NULL, orcpt_s[0] ? orcpt_s : NULL);
-	if (ok && r.n > 0 && (notify & DSN_NOTIFY_SUCCESS))
-		ok = success_add(t, buf_cstr(&addr), orcpt_s[0] ? orcpt_s : NULL);
+		ok = remote_add(t, r.remote[i], notify_on[0] ? notify_on : NULL, orcpt_v);
+	if (ok && r.n > 0)
+		ok = lrcpt_add(t, buf_cstr(&addr), orcpt_v, notify, &r);
 	store_rcpt_free(&r);
 	if (!ok) {
 		reply(s, "451 4.3.0 Temporary failure, try again later");

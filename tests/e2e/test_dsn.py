@@ -202,3 +202,69 @@ def test_recipient_deleted_after_rcpt_bounces_instead_of_vanishing(make_server):
     assert "removed after the message was accepted" in rep, rep
     assert "bob@example.test" not in rep.split("message/delivery-status", 1)[1].split(
         "text/rfc822-headers")[0], rep
+
+
+def rcpt_and_data(s, rcpt_lines, sender="alice@example.test", subject="x"):
+    c = open_conn(s.ip)
+    try:
+        c.expect("MAIL FROM:<%s>" % sender, 250)
+        for line in rcpt_lines:
+            c.expect("RCPT TO:" + line, 250)
+        return c
+    except Exception:
+        c.close()
+        raise
+
+
+def finish_data(c, subject):
+    try:
+        c.expect("DATA", 354)
+        c.send(("From: alice@example.test\r\nSubject: %s\r\n\r\nbody\r\n.\r\n" % subject).encode())
+        assert c.reply()[0] == 250
+    finally:
+        c.close()
+
+
+def test_deleted_recipient_with_notify_never_gets_no_report(make_server):
+    s = make_server(users=("alice", "bob", "carl"))
+    c = rcpt_and_data(s, ["<bob@example.test>", "<carl@example.test> NOTIFY=NEVER"])
+    s.cli("user", "del", "carl@example.test")
+    finish_data(c, "never")
+    assert len(s.wait_count("bob@example.test", 1)) == 1
+    wait_for(lambda: "message dropped rcpt=carl@example.test" in s.log_text(), 10, "the drop")
+    time.sleep(1)
+    assert s.mailbox(ALICE) == []
+
+
+def test_reports_name_the_alias_not_its_targets(make_server):
+    """team@ forwards to carl alone: when carl goes, the report is about
+    team@ (with its ORCPT), never naming carl. list@ expands to bob and carl:
+    NOTIFY=SUCCESS gives one "expanded" report for list@."""
+    s = make_server(users=("alice", "bob", "carl"))
+    s.cli("alias", "add", "team@example.test", "carl@example.test")
+    s.cli("alias", "add", "list@example.test", "bob@example.test", "carl@example.test")
+    c = rcpt_and_data(s, ["<team@example.test> NOTIFY=FAILURE ORCPT=rfc822;team@example.test"])
+    s.cli("user", "del", "carl@example.test")
+    finish_data(c, "to the team")
+    rep = reports(s, ALICE, 1)[0]
+    status = rep.split("message/delivery-status", 1)[1].split("text/rfc822-headers")[0]
+    assert "Action: failed" in status and "Final-Recipient: rfc822;team@example.test" in status
+    assert "Original-Recipient: rfc822;team@example.test" in status, status
+    assert "carl" not in status, status
+    s.add_user("carl@example.test")
+    c = rcpt_and_data(s, ["<list@example.test> NOTIFY=SUCCESS"])
+    finish_data(c, "to the list")
+    reps = reports(s, ALICE, 2)
+    status = reps[1].split("message/delivery-status", 1)[1].split("text/rfc822-headers")[0]
+    assert "Action: expanded" in status and "rfc822;list@example.test" in status, status
+    assert "bob@" not in status and "carl@" not in status, status
+
+
+def test_a_long_orcpt_is_kept_as_received(make_server):
+    orcpt = "utf-8;" + "a+20" * 110 + "@example.test"  # 463 bytes, grows when re-encoded
+    s = make_server()
+    c = rcpt_and_data(s, ["<bob@example.test> NOTIFY=SUCCESS ORCPT=" + orcpt])
+    finish_data(c, "long orcpt")
+    rep = reports(s, ALICE, 1)[0]
+    assert "Original-Recipient: utf-8;" in rep, rep
+    assert "Action: delivered" in rep
