@@ -74,9 +74,9 @@ enum spf_mech {
 struct spf_term {
 	enum spf_result qualifier; /* PASS, FAIL, SOFTFAIL, NEUTRAL */
 	enum spf_mech mech;
-	char *spec;    /* domain-spec as written (macros unexpanded), NULL if none */
-	int cidr4;     /* prefix length, -1 = not given (32) */
-	int cidr6;     /* prefix length, -1 = not given (128) */
+	char *spec; /* domain-spec as written (macros unexpanded), NULL if none */
+	int cidr4;  /* prefix length, -1 = not given (32) */
+	int cidr6;  /* prefix length, -1 = not given (128) */
 	struct in_addr ip4;
 	struct in6_addr ip6;
 };
@@ -99,10 +99,12 @@ void spf_record_free(struct spf_record *r);
 /* ---- macros ---- */
 
 struct spf_macro_ctx {
-	const char *sender;   /* <sender>: local@domain (postmaster@helo for an empty MAIL FROM) */
-	const char *domain;   /* <domain> being checked now */
-	const char *ip;       /* the client, as text */
-	bool ipv6;            /* ip is IPv6 (an IPv4-mapped one counts as IPv4) */
+	const char *sender; /* <sender>: local@domain (postmaster@helo for an empty MAIL FROM) */
+	const char *domain; /* <domain> being checked now */
+	const char *ip;     /* the client, as text (canonical) */
+	const char
+	    *ip_given; /* as the caller wrote it (the case of %{i}'s IPv6 nibbles); may be NULL */
+	bool ipv6;     /* ip is IPv6 (an IPv4-mapped one counts as IPv4) */
 	struct in6_addr ip6;  /* when ipv6: for the nibble form */
 	const char *helo;     /* HELO/EHLO name */
 	const char *receiver; /* our host name (%{r}), NULL: "unknown" */
@@ -123,9 +125,9 @@ bool spf_macro_needs_ptr(const char *spec);
 struct spf_eval;
 
 struct spf_params {
-	const char *ip;       /* the client's address, numeric (v4 or v6) */
-	const char *helo;     /* HELO/EHLO name ("" if none) */
-	const char *sender;   /* MAIL FROM address without <>; "" or NULL: check the HELO identity */
+	const char *ip;     /* the client's address, numeric (v4 or v6) */
+	const char *helo;   /* HELO/EHLO name ("" if none) */
+	const char *sender; /* MAIL FROM address without <>; "" or NULL: check the HELO identity */
 	const char *receiver; /* our host name, for %{r} in explanations (may be NULL) */
 	time_t now;           /* for %{t}; 0: time(NULL) */
 };
@@ -167,11 +169,13 @@ struct dns_resolver;
 struct spf_req;
 typedef void (*spf_cb)(struct spf_eval *e, void *arg);
 
-/* Evaluate with resolver's lookups; cb(e, arg) runs later on the loop, once,
- * with the finished evaluation (the callee frees it with spf_eval_free), or
- * with NULL when memory ran out. spf_cancel() first: no callback. */
-struct spf_req *spf_check(
-    struct dns_resolver *r, const struct spf_params *p, spf_cb cb, void *arg);
+/* Evaluate with resolver's lookups (r must run on base); cb(e, arg) runs
+ * later on the loop, exactly once, with the finished evaluation (the callee
+ * frees it with spf_eval_free). NULL (no callback) if memory runs out or
+ * p->ip is not an address. spf_cancel() first: no callback. */
+struct event_base;
+struct spf_req *spf_check(struct event_base *base, struct dns_resolver *r,
+    const struct spf_params *p, spf_cb cb, void *arg);
 void spf_cancel(struct spf_req *q);
 
 #endif

@@ -392,6 +392,27 @@ int dns_answer_add_mx(struct dns_answer *a, unsigned pref, const char *host)
 	return 0;
 }
 
+int dns_answer_add_txt(struct dns_answer *a, const char *data, size_t len)
+{
+	if (a->type != DNS_TXT || answer_grow(a) < 0)
+		return -1;
+	a->txt[a->n].len = len;
+	a->txt[a->n].data = xcalloc(1, len + 1);
+	memcpy(a->txt[a->n].data, data, len);
+	a->n++;
+	answer_ok(a);
+	return 0;
+}
+
+int dns_answer_add_name(struct dns_answer *a, const char *name)
+{
+	if (a->type != DNS_PTR || answer_grow(a) < 0)
+		return -1;
+	a->names[a->n++] = strip_dot(name);
+	answer_ok(a);
+	return 0;
+}
+
 static void addr_set(struct dns_addr *d, int family, const void *bytes)
 {
 	memset(d, 0, sizeof *d);

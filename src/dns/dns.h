@@ -235,6 +235,8 @@ struct dns_answer *dns_answer_new(
  * (invalid address, limit reached). */
 int dns_answer_add_mx(struct dns_answer *a, unsigned pref, const char *host);
 int dns_answer_add_addr(struct dns_answer *a, const char *ip);
+int dns_answer_add_txt(struct dns_answer *a, const char *data, size_t len); /* TXT */
+int dns_answer_add_name(struct dns_answer *a, const char *name);            /* PTR */
 /* The answer for libunbound's callback values: err (a UB_ error code) and
  * res (may be NULL when err != 0). Never NULL. */
 struct dns_answer *dns_answer_from_ub(
