@@ -35,10 +35,11 @@ static const struct command commands[] = {
     {"queue", cmd_queue, cli_help_queue},
     {"sendmail", cmd_sendmail, cli_help_sendmail},
     {"mx", cmd_mx, cli_help_mx},
+    {"spf", cmd_spf, cli_help_spf},
 };
 
 /* In the contract but not in this version yet: say so instead of "unknown". */
-static const char *const planned[] = {"dkim", "dns", "check", "spf", "trace", "store"};
+static const char *const planned[] = {"dkim", "dns", "check", "trace", "store"};
 
 const char cli_help_main[] =
     "NAME\n"
@@ -75,6 +76,8 @@ const char cli_help_main[] =
     "    sendmail [-t] [-i] [-f SENDER] [-F NAME] [RECIPIENT...]\n"
     "                        send a message from standard input, as sendmail does\n"
     "    mx DOMAIN [--json]  the mail servers of a domain, by preference, with addresses\n"
+    "    spf check --ip IP [--helo NAME] [--mail-from ADDRESS] [--json]\n"
+    "                        the SPF verdict for a sender, with live DNS\n"
     "\n"
     "    Run 'dakiya COMMAND --help' (or 'dakiya help COMMAND') for its manual.\n"
     "\n"

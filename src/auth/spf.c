@@ -635,6 +635,8 @@ struct run {
 
 #define RUN_NEED (-1) /* internal: stop this run, a lookup is missing */
 
+static void set_reason(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static const struct dns_answer *cache_get(
     const struct spf_eval *e, const char *name, enum dns_type t, bool *found)
 {
@@ -817,10 +819,8 @@ static int target_of(struct run *r, const char *spec, const char *domain, struct
 	macro_ctx(r, domain, &m);
 	struct buf why = BUF_INIT;
 	int rc = spf_macro_expand(spec, strlen(spec), &m, false, out, &why);
-	if (rc < 0) {
-		buf_reset(&r->e->reason);
-		buf_printf(&r->e->reason, "%s in %s", buf_cstr(&why), domain);
-	}
+	if (rc < 0)
+		set_reason(r, "%s in %s", buf_cstr(&why), domain);
 	buf_free(&why);
 	if (rc < 0)
 		return SPF_PERMERROR;
@@ -830,14 +830,19 @@ static int target_of(struct run *r, const char *spec, const char *domain, struct
 
 static int check_host(struct run *r, const char *domain, unsigned depth, bool want_exp);
 
-static void set_reason(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void set_reason(struct run *r, const char *fmt, ...)
 {
-	buf_reset(&r->e->reason);
+	struct buf *b = &r->e->reason;
+	buf_reset(b);
 	va_list ap;
 	va_start(ap, fmt);
-	buf_vprintf(&r->e->reason, fmt, ap);
+	buf_vprintf(b, fmt, ap);
 	va_end(ap);
+	/* names from DNS and expanded macros: printable ASCII only, for logs
+	 * and terminals */
+	for (size_t i = 0; i < b->len; i++)
+		if ((unsigned char)b->data[i] < 0x20 || (unsigned char)b->data[i] >= 0x7f)
+			b->data[i] = '?';
 }
 
 /* One more term that queries DNS: false (permerror) past the limit. */

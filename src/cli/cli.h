@@ -100,6 +100,7 @@ int cmd_mailbox(struct cli *cli, int argc, char **argv);
 int cmd_queue(struct cli *cli, int argc, char **argv); /* cmd_queue.c */
 int cmd_sendmail(struct cli *cli, int argc, char **argv); /* cmd_sendmail.c */
 int cmd_mx(struct cli *cli, int argc, char **argv); /* cmd_mx.c */
+int cmd_spf(struct cli *cli, int argc, char **argv); /* cmd_spf.c */
 
 /* Help texts, shared by "dakiya help NOUN" and "dakiya NOUN --help". */
 extern const char cli_help_main[];
@@ -111,5 +112,6 @@ extern const char cli_help_mailbox[];
 extern const char cli_help_queue[];
 extern const char cli_help_sendmail[];
 extern const char cli_help_mx[];
+extern const char cli_help_spf[];
 
 #endif
