@@ -66,6 +66,12 @@ static bool is_alnum(int c)
 	return is_alpha(c) || is_digit(c);
 }
 
+/* c is one of the bytes of set (strchr would also match the NUL) */
+static bool one_of(const char *set, int c)
+{
+	return c != '\0' && strchr(set, c) != NULL;
+}
+
 /* macro-string syntax (RFC 7208 7.1); exp allows the c, r, t letters */
 static bool macro_string_ok(const char *s, size_t n, bool exp)
 {
@@ -85,14 +91,14 @@ static bool macro_string_ok(const char *s, size_t n, bool exp)
 		if (x != '{' || i + 1 >= n)
 			return false;
 		char l = (char)tolower((unsigned char)s[++i]);
-		if (!strchr("slodiphv", l) && !(exp && strchr("crt", l)))
+		if (!one_of("slodiphv", l) && !(exp && one_of("crt", l)))
 			return false;
 		i++;
 		while (i < n && is_digit((unsigned char)s[i]))
 			i++;
 		if (i < n && (s[i] == 'r' || s[i] == 'R'))
 			i++;
-		while (i < n && strchr(".-+,/_=", s[i]))
+		while (i < n && one_of(".-+,/_=", s[i]))
 			i++;
 		if (i >= n || s[i] != '}')
 			return false;
@@ -374,7 +380,7 @@ int spf_record_parse(const char *txt, size_t len, struct spf_record *r, struct b
 		default:
 			break;
 		}
-		if (strchr("+-~?", t[0])) {
+		if (one_of("+-~?", t[0])) {
 			t++;
 			n--;
 		}
@@ -513,7 +519,7 @@ static void macro_transform(const struct buf *v, const char *delims, size_t ndel
 			buf_putc(out, '.');
 		for (size_t k = 0; k < lens[i]; k++) {
 			unsigned char c = (unsigned char)parts[i][k];
-			if (upper && !(is_alnum(c) || strchr("-._~", c)))
+			if (upper && !(is_alnum(c) || one_of("-._~", c)))
 				buf_printf(out, "%%%02X", c);
 			else
 				buf_putc(out, (char)c);
