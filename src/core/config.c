@@ -88,6 +88,7 @@ static const struct int_range {
     {"delivery", "connections_per_domain", 1, 10000},
     {"delivery", "connection_cache_time", 0, 300},
     {"delivery", "connection_reuse_max", 1, 1000000},
+    {"checks", "timeout", 1, 300},
     {"submission", "user_messages_per_hour", 1, 10000000},
     {"submission", "user_recipients_per_hour", 1, 100000000},
 };
@@ -474,6 +475,10 @@ static cfg_t *config_schema(void)
 		CFG_INT("user_messages_per_hour", 500, CFGF_NONE),
 		CFG_INT("user_recipients_per_hour", 2000, CFGF_NONE),
 		CFG_END()};
+	static cfg_opt_t checks_opts[] = {
+		CFG_BOOL("spf", cfg_true, CFGF_NONE),
+		CFG_INT("timeout", 20, CFGF_NONE),
+		CFG_END()};
 	static cfg_opt_t local_opts[] = {
 		CFG_STR("socket", "", CFGF_NONE),
 		CFG_STR_LIST("users", "{root}", CFGF_NONE),
@@ -491,6 +496,7 @@ static cfg_t *config_schema(void)
 		CFG_SEC("tls", tls_opts, CFGF_NONE),
 		CFG_SEC("delivery", delivery_opts, CFGF_NONE),
 		CFG_SEC("submission", submission_opts, CFGF_NONE),
+		CFG_SEC("checks", checks_opts, CFGF_NONE),
 		CFG_SEC("local", local_opts, CFGF_NONE),
 		CFG_END()};
 	/* clang-format on */
@@ -673,6 +679,10 @@ static void fill_from_cfg(struct config *cfg, cfg_t *c, const char *base_dir)
 	cfg->submission.received_login = cfg_getbool(sub, "received_login");
 	cfg->submission.user_messages_per_hour = getuint(sub, "user_messages_per_hour");
 	cfg->submission.user_recipients_per_hour = getuint(sub, "user_recipients_per_hour");
+
+	cfg_t *chk = cfg_getsec(c, "checks");
+	cfg->checks.spf = cfg_getbool(chk, "spf");
+	cfg->checks.timeout = getuint(chk, "timeout");
 
 	cfg_t *loc = cfg_getsec(c, "local");
 	cfg->local.socket = resolve_path(base_dir, cfg_getstr(loc, "socket"));

@@ -94,6 +94,10 @@ struct config {
 		unsigned user_recipients_per_hour; /* per authenticated user; default 2000 */
 	} submission;
 	struct {
+		bool spf;         /* SPF on mail received on the smtp listeners; default true */
+		unsigned timeout; /* seconds the checks of one message may take; default 20 */
+	} checks;
+	struct {
 		char *socket; /* unix socket for local submission (dakiya sendmail); "" = off */
 		char *
 		    *users; /* local accounts allowed to submit there; "*" = any; NULL-terminated */

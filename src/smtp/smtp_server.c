@@ -32,6 +32,7 @@
 
 #include "auth/pwcheck.h"
 #include "core/log.h"
+#include "dns/dns.h"
 #include "core/tls.h"
 #include "core/util.h"
 #include "queue/delivery.h" /* delivery (issue 4) */
@@ -161,10 +162,22 @@ void server_conn_release(struct server *srv, const struct sockaddr_storage *ss)
 	pthread_mutex_unlock(&srv->conn_mu);
 }
 
-struct accept_ctx *server_accept_ctx(struct server *srv) { return srv->accept; }
-struct tls_server *server_tls(struct server *srv) { return srv->tls; }
-struct pwcheck_pool *server_pwcheck(struct server *srv) { return srv->pw; }
-struct auth_throttle *server_throttle(struct server *srv) { return srv->throttle; }
+struct accept_ctx *server_accept_ctx(struct server *srv)
+{
+	return srv->accept;
+}
+struct tls_server *server_tls(struct server *srv)
+{
+	return srv->tls;
+}
+struct pwcheck_pool *server_pwcheck(struct server *srv)
+{
+	return srv->pw;
+}
+struct auth_throttle *server_throttle(struct server *srv)
+{
+	return srv->throttle;
+}
 
 bool server_user_allow(struct server *srv, const char *user, unsigned msgs, unsigned rcpts)
 {
@@ -252,6 +265,14 @@ static int worker_init(struct server *srv, struct worker *w, unsigned index, str
 	w->store = store_open(srv->cfg->data_dir, err);
 	if (w->store == NULL)
 		return -1;
+	if (srv->cfg->checks.spf) {
+		/* SPF lookups of received mail: short per-query timeouts, the
+		 * session also bounds the whole check (checks.timeout) */
+		struct dns_options opt = {srv->cfg->resolver, 5000};
+		w->dns = dns_resolver_new(w->base, &opt, err);
+		if (w->dns == NULL)
+			return -1;
+	}
 	if (loopq_init(&w->doneq, w->base) < 0) {
 		buf_puts(err, "cannot create an event");
 		return -1;
@@ -267,8 +288,8 @@ static int worker_init(struct server *srv, struct worker *w, unsigned index, str
 
 /* ---------------------------------------------------------------- listeners */
 
-static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-    int salen, void *arg)
+static void on_accept(
+    struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
 	struct listener *l = arg;
 	struct server *srv = l->srv;
@@ -282,7 +303,8 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 		(void)w;
 		char ip[INET6_ADDRSTRLEN] = "?";
 		if (ss.ss_family == AF_INET6)
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
+			inet_ntop(
+			    AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
 		else
 			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
 		log_warn("-", "event=refused-connection ip=%s reason=\"%.*s\"", ip,
@@ -338,8 +360,8 @@ static int add_listeners(struct server *srv, char **addrs, enum listener_kind ki
 		struct sockaddr_storage ss;
 		socklen_t len;
 		if (parse_listen(addrs[i], &ss, &len) < 0) {
-			buf_printf(err, "invalid listen address \"%s\" (use IP:PORT or [IPv6]:PORT)",
-			    addrs[i]);
+			buf_printf(err,
+			    "invalid listen address \"%s\" (use IP:PORT or [IPv6]:PORT)", addrs[i]);
 			return -1;
 		}
 		struct listener *nl =
@@ -360,7 +382,9 @@ static int add_listeners(struct server *srv, char **addrs, enum listener_kind ki
 		}
 		srv->nlisteners++;
 		log_info("-", "event=listen address=%s service=%s", addrs[i],
-		    kind == LISTEN_SMTP ? "smtp" : kind == LISTEN_SUBMISSION ? "submission" : "submissions");
+		    kind == LISTEN_SMTP         ? "smtp"
+		    : kind == LISTEN_SUBMISSION ? "submission"
+		                                : "submissions");
 	}
 	return 0;
 }
@@ -386,7 +410,8 @@ static int add_local_listener(struct server *srv, const char *path, struct buf *
 	if (slash && slash != dir) {
 		*slash = '\0';
 		if (util_mkdir_p(dir, 0755) < 0) {
-			buf_printf(err, "cannot create %s for local.socket: %s", dir, strerror(errno));
+			buf_printf(
+			    err, "cannot create %s for local.socket: %s", dir, strerror(errno));
 			free(dir);
 			return -1;
 		}
@@ -395,14 +420,16 @@ static int add_local_listener(struct server *srv, const char *path, struct buf *
 	struct stat sb;
 	if (lstat(path, &sb) == 0) {
 		if (!S_ISSOCK(sb.st_mode)) {
-			buf_printf(err, "local.socket %s exists and is not a socket; remove it or choose "
-			                "another path",
+			buf_printf(err,
+			    "local.socket %s exists and is not a socket; remove it or choose "
+			    "another path",
 			    path);
 			return -1;
 		}
 		unlink(path);
 	}
-	struct listener *nl = realloc(srv->listeners, (srv->nlisteners + 1) * sizeof *srv->listeners);
+	struct listener *nl =
+	    realloc(srv->listeners, (srv->nlisteners + 1) * sizeof *srv->listeners);
 	if (nl == NULL)
 		return -1;
 	srv->listeners = nl;
@@ -452,8 +479,9 @@ static void warn_unserved(const struct config *cfg)
 	for (size_t i = 0; i < sizeof l / sizeof l[0]; i++) {
 		char **addrs = *(char **const *)((const char *)&cfg->listen + l[i].off);
 		if (addrs && addrs[0])
-			log_warn("-", "event=listener-not-served service=%s address=%s "
-			              "reason=\"not implemented in this version\"",
+			log_warn("-",
+			    "event=listener-not-served service=%s address=%s "
+			    "reason=\"not implemented in this version\"",
 			    l[i].name, addrs[0]);
 	}
 }
@@ -520,8 +548,9 @@ int smtp_server_run(const struct config *cfg)
 			goto out;
 		}
 	} else if (cfg->listen.submissions && cfg->listen.submissions[0]) {
-		log_err("-", "event=startup-failed error=\"listen.submissions needs a certificate: set "
-		             "tls { cert key } or remove the submissions listener\"");
+		log_err("-",
+		    "event=startup-failed error=\"listen.submissions needs a certificate: set "
+		    "tls { cert key } or remove the submissions listener\"");
 		goto out;
 	}
 	if (add_listeners(&srv, cfg->listen.smtp, LISTEN_SMTP, &err) < 0 ||
@@ -533,8 +562,9 @@ int smtp_server_run(const struct config *cfg)
 	}
 	listeners_rebind(&srv);
 	if (srv.nlisteners == 0) {
-		log_err("-", "event=startup-failed error=\"no SMTP listener configured (listen { smtp = ... "
-		             "submission = ... })\"");
+		log_err("-",
+		    "event=startup-failed error=\"no SMTP listener configured (listen { smtp = ... "
+		    "submission = ... })\"");
 		goto out;
 	}
 	warn_unserved(cfg);
@@ -547,7 +577,8 @@ int smtp_server_run(const struct config *cfg)
 	 * the switch of user, so that every file it creates is the user's */
 	struct store *st = store_open(cfg->data_dir, &err);
 	if (st == NULL) {
-		log_err("-", "event=startup-failed error=\"cannot open the store: %s\"", buf_cstr(&err));
+		log_err("-", "event=startup-failed error=\"cannot open the store: %s\"",
+		    buf_cstr(&err));
 		goto out;
 	}
 	store_close(st);
@@ -594,12 +625,12 @@ int smtp_server_run(const struct config *cfg)
 		/* keep the loops alive while idle: the inbox event is persistent but
 		 * never added, so add a long timer */
 		static const struct timeval forever = {86400 * 365, 0};
-		struct event *keep = event_new(srv.workers[i].base, -1, EV_PERSIST, keepalive_cb, NULL);
+		struct event *keep =
+		    event_new(srv.workers[i].base, -1, EV_PERSIST, keepalive_cb, NULL);
 		event_add(keep, &forever);
 		if (pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]) != 0)
 			abort();
 	}
-
 
 	log_info("-", "event=ready hostname=%s workers=%u data_dir=%s", cfg->hostname, srv.nworkers,
 	    cfg->data_dir);
@@ -622,8 +653,10 @@ int smtp_server_run(const struct config *cfg)
 	_exit(0); /* sessions still hold sockets and memory; the kernel frees them */
 
 out_workers:
-	for (unsigned i = 0; i < srv.nworkers; i++)
+	for (unsigned i = 0; i < srv.nworkers; i++) {
+		dns_resolver_free(srv.workers[i].dns);
 		store_close(srv.workers[i].store);
+	}
 out:
 	accept_stop(srv.accept);
 	delivery_stop(srv.delivery); /* delivery (issue 4) */

@@ -25,25 +25,28 @@ struct pwcheck_pool;
 struct auth_throttle;
 
 enum listener_kind {
-	LISTEN_SMTP = 0,   /* inbound MX, port 25 */
-	LISTEN_SUBMISSION, /* 587, STARTTLS */
-	LISTEN_SUBMISSIONS,/* 465, implicit TLS */
-	LISTEN_LOCAL,      /* unix socket for local programs (dakiya sendmail) */
+	LISTEN_SMTP = 0,    /* inbound MX, port 25 */
+	LISTEN_SUBMISSION,  /* 587, STARTTLS */
+	LISTEN_SUBMISSIONS, /* 465, implicit TLS */
+	LISTEN_LOCAL,       /* unix socket for local programs (dakiya sendmail) */
 	LISTEN__COUNT
 };
+
+struct dns_resolver;
 
 struct worker {
 	unsigned index;
 	pthread_t thread;
 	struct event_base *base;
-	struct store *store;       /* this thread's connection */
+	struct store *store;      /* this thread's connection */
+	struct dns_resolver *dns; /* this loop's resolver (SPF); NULL when checks.spf is off */
 	const struct config *cfg;
 	struct server *server;
-	struct loopq doneq;        /* work finished by helper threads for this loop */
-	struct event *inbox_ev;    /* new connections handed over */
+	struct loopq doneq;     /* work finished by helper threads for this loop */
+	struct event *inbox_ev; /* new connections handed over */
 	pthread_mutex_t inbox_mu;
 	struct worker_conn *inbox;
-	unsigned nsessions;        /* sessions alive on this loop */
+	unsigned nsessions; /* sessions alive on this loop */
 	bool stopping;
 };
 
@@ -62,7 +65,7 @@ struct auth_throttle *server_throttle(struct server *srv);
 bool server_user_allow(struct server *srv, const char *user, unsigned msgs, unsigned rcpts);
 
 /* Session entry point (smtp_session.c): takes ownership of fd. */
-void smtp_session_start(struct worker *w, int fd, const struct sockaddr_storage *ss,
-    enum listener_kind kind);
+void smtp_session_start(
+    struct worker *w, int fd, const struct sockaddr_storage *ss, enum listener_kind kind);
 
 #endif

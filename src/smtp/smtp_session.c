@@ -39,6 +39,7 @@
 
 #include "auth/pwcheck.h"
 #include "auth/sasl.h"
+#include "auth/spf.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/tls.h"
@@ -68,6 +69,7 @@ enum smtp_state {
 	S_TLS,        /* TLS handshake in progress */
 	S_AUTH,       /* AUTH: waiting for the client's next SASL response line */
 	S_AUTH_CHECK, /* AUTH: password check (or failure delay) pending, input paused */
+	S_SPF_WAIT,   /* DATA/BDAT waits for the SPF check of MAIL FROM, input paused */
 	S_CLOSING,    /* last reply queued; close once it is written */
 };
 
@@ -96,6 +98,8 @@ static const char *state_name(enum smtp_state st)
 		return "auth";
 	case S_AUTH_CHECK:
 		return "auth-check";
+	case S_SPF_WAIT:
+		return "spf-wait";
 	case S_CLOSING:
 		return "closing";
 	default:
@@ -122,6 +126,12 @@ struct txn {
 	char **remote_orcpt;
 	struct accept_rcpt *lrcpts;
 	size_t nlrcpts;
+	/* SPF of the sender (smtp listeners, not for our own users): started at
+	 * MAIL, awaited by DATA/BDAT, reported in Authentication-Results */
+	struct spf_req *spf_req; /* pending */
+	struct spf_eval *spf;    /* done */
+	struct event *spf_timer; /* bounds the check: checks.timeout */
+	bool spf_timed_out;
 	struct accept_msg *msg;
 	struct buf out;          /* content waiting to be written to the blob */
 	struct smtp_hdr_scan hs; /* where the header section ends */
@@ -169,6 +179,10 @@ struct smtp_session {
 	struct pwcheck_req *auth_req; /* pending check (owned by the pool until its callback) */
 	struct event *auth_delay;     /* delays a failure reply */
 	struct event *close_timer;    /* STARTTLS sessions: waits for the last bytes to leave */
+	/* S_SPF_WAIT: the DATA or BDAT line to handle once SPF is done */
+	char *parked_line;
+	size_t parked_len;
+	enum smtp_state parked_state;
 	unsigned close_polls;
 };
 
@@ -330,6 +344,10 @@ static void txn_free(struct txn *t)
 	free(t->ret);
 	free(t->envid);
 	accept_rcpts_free(t->lrcpts, t->nlrcpts);
+	spf_cancel(t->spf_req);
+	spf_eval_free(t->spf);
+	if (t->spf_timer)
+		event_free(t->spf_timer);
 	accept_abort(t->msg);
 	buf_free(&t->out);
 	free(t);
@@ -647,6 +665,43 @@ static void start_commit(struct smtp_session *s)
 	accept_commit(server_accept_ctx(s->w->server), t->msg, &s->w->doneq, commit_done, s);
 }
 
+/* A header comment: printable ASCII and spaces, no parentheses or
+ * backslashes (RFC 5322 ctext), at most max bytes. */
+static void put_comment(struct buf *b, const char *p, size_t max)
+{
+	for (size_t i = 0; p[i] && i < max; i++) {
+		unsigned char c = (unsigned char)p[i];
+		bool ok = c >= 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\';
+		buf_putc(b, ok ? (char)c : ' ');
+	}
+}
+
+/* Authentication-Results (RFC 8601) with what was checked: SPF so far. */
+static void write_auth_results(struct smtp_session *s)
+{
+	struct txn *t = s->tx;
+	if (t->spf == NULL && !t->spf_timed_out)
+		return;
+	struct buf h = BUF_INIT;
+	buf_init(&h, 4096);
+	buf_printf(&h, "Authentication-Results: %s;\r\n\tspf=", s->w->cfg->hostname);
+	if (t->spf == NULL) {
+		buf_puts(&h, "temperror (the check took too long)");
+		buf_puts(&h, t->mail_from[0] ? " smtp.mailfrom=" : " smtp.helo=");
+		put_sanitised(&h, t->mail_from[0] ? t->mail_from : (s->helo ? s->helo : ""), 320);
+	} else {
+		const char *id = spf_eval_identity(t->spf);
+		buf_printf(&h, "%s (", spf_result_name(spf_eval_result(t->spf)));
+		put_comment(&h, spf_eval_reason(t->spf), 200);
+		buf_printf(&h, ") smtp.%s=", strcmp(id, "helo") == 0 ? "helo" : "mailfrom");
+		put_sanitised(
+		    &h, strcmp(id, "helo") == 0 ? (s->helo ? s->helo : "") : t->mail_from, 320);
+	}
+	buf_puts(&h, "\r\n");
+	accept_write_prefix(t->msg, h.data, h.len);
+	buf_free(&h);
+}
+
 /* Open the blob and write our Received: header. false: the caller replies 451. */
 static bool begin_message(struct smtp_session *s)
 {
@@ -662,6 +717,7 @@ static bool begin_message(struct smtp_session *s)
 	t->submission = may_relay(s);
 	buf_init(&t->out, (t->submission ? t->hdr_limit : 0) + 2 * OUT_FLUSH + 16);
 	smtp_hdr_scan_init(&t->hs);
+	write_auth_results(s);
 	write_received(s);
 	return true;
 }
@@ -669,6 +725,99 @@ static bool begin_message(struct smtp_session *s)
 /* ---------------------------------------------------------------- commands */
 
 typedef void (*cmd_fn)(struct smtp_session *s, char *arg);
+
+static void handle_line(struct smtp_session *s, char *line, size_t len);
+static void smtp_process(struct smtp_session *s);
+
+/* ---- SPF of the sender (RFC 7208), started at MAIL, awaited at DATA/BDAT */
+
+/* DATA or BDAT was parked for SPF: handle it now and read on. */
+static void spf_resume(struct smtp_session *s)
+{
+	if (s->state != S_SPF_WAIT)
+		return;
+	enter_state(s, s->parked_state);
+	char *line = s->parked_line;
+	size_t len = s->parked_len;
+	s->parked_line = NULL;
+	handle_line(s, line, len);
+	free(line);
+	if (s->state == S_CLOSING)
+		return;
+	bufferevent_enable(s->bev, EV_READ);
+	smtp_process(s);
+}
+
+static void spf_done(struct spf_eval *e, void *arg)
+{
+	struct smtp_session *s = arg;
+	struct txn *t = s->tx;
+	t->spf_req = NULL;
+	t->spf = e;
+	if (t->spf_timer) {
+		event_free(t->spf_timer);
+		t->spf_timer = NULL;
+	}
+	log_info(s->id, "event=spf result=%s identity=%s domain=%s lookups=%u reason=%s",
+	    spf_result_name(spf_eval_result(e)), spf_eval_identity(e), log_str(spf_eval_domain(e)),
+	    spf_eval_lookups(e), log_str(spf_eval_reason(e)));
+	spf_resume(s);
+}
+
+static void spf_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct smtp_session *s = arg;
+	struct txn *t = s->tx;
+	spf_cancel(t->spf_req);
+	t->spf_req = NULL;
+	t->spf_timed_out = true;
+	log_warn(s->id, "event=spf result=temperror reason=timeout seconds=%u",
+	    s->w->cfg->checks.timeout);
+	spf_resume(s);
+}
+
+/* At MAIL from a client that is not one of our users: check its SPF. */
+static void spf_start(struct smtp_session *s, struct txn *t)
+{
+	if (s->w->dns == NULL || is_submission(s) || may_relay(s) || s->ss.ss_family == AF_UNIX)
+		return;
+	struct spf_params p = {
+	    .ip = s->ip,
+	    .helo = s->helo ? s->helo : "",
+	    .sender = t->mail_from,
+	    .receiver = s->w->cfg->hostname,
+	};
+	t->spf_req = spf_check(s->w->base, s->w->dns, &p, spf_done, s);
+	t->spf_timer = t->spf_req ? evtimer_new(s->w->base, spf_timeout_cb, s) : NULL;
+	struct timeval tv = {(time_t)s->w->cfg->checks.timeout, 0};
+	if (t->spf_req == NULL || t->spf_timer == NULL || evtimer_add(t->spf_timer, &tv) != 0) {
+		/* out of memory: no verdict rather than a wrong one */
+		spf_cancel(t->spf_req);
+		t->spf_req = NULL;
+		log_warn(s->id, "event=spf result=none reason=\"could not start the check\"");
+	}
+}
+
+/* DATA or BDAT while SPF is still running: wait for it (the verdict goes
+ * into the header written at the start of the content). true: parked. */
+static bool spf_park(struct smtp_session *s, const char *line, size_t len)
+{
+	if (s->tx == NULL || s->tx->spf_req == NULL)
+		return false;
+	free(s->parked_line);
+	s->parked_line = malloc(len + 1);
+	if (s->parked_line == NULL)
+		return false; /* go on without waiting: the header says nothing */
+	memcpy(s->parked_line, line, len);
+	s->parked_line[len] = '\0';
+	s->parked_len = len;
+	s->parked_state = s->state;
+	enter_state(s, S_SPF_WAIT);
+	bufferevent_disable(s->bev, EV_READ);
+	return true;
+}
 
 static void cmd_helo(struct smtp_session *s, char *arg, bool esmtp)
 {
@@ -849,6 +998,7 @@ static void mail_with(struct smtp_session *s, char *arg, struct buf *envid)
 		reply(s, "451 4.3.0 Temporary failure, try again later");
 		return;
 	}
+	spf_start(s, t);
 	enter_state(s, S_MAIL);
 	reply(s, "250 2.1.0 Ok");
 }
@@ -1560,6 +1710,9 @@ static void handle_line(struct smtp_session *s, char *line, size_t len)
 		count_error(s);
 		return;
 	}
+	/* the content starts with our Authentication-Results: SPF must be done */
+	if ((v == SMTP_CMD_DATA || v == SMTP_CMD_BDAT) && spf_park(s, line, len))
+		return;
 	cmd_table[v].fn(s, (char *)arg);
 }
 
@@ -1671,7 +1824,7 @@ static void smtp_process(struct smtp_session *s)
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	for (;;) {
 		if (s->state == S_COMMIT || s->state == S_CLOSING || s->state == S_TLS ||
-		    s->state == S_AUTH_CHECK)
+		    s->state == S_AUTH_CHECK || s->state == S_SPF_WAIT)
 			return;
 		if (evbuffer_get_length(bufferevent_get_output(s->bev)) > OUTPUT_PAUSE) {
 			/* the peer does not read its replies: wait for the output to drain */
@@ -1825,6 +1978,7 @@ static void session_free(struct smtp_session *s)
 	    s->nerrors);
 	txn_reset(s);
 	auth_reset(s);
+	free(s->parked_line);
 	if (s->auth_delay)
 		event_free(s->auth_delay);
 	if (s->close_timer)

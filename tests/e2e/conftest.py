@@ -69,7 +69,7 @@ class Server:
     the server's address besides smtp."""
 
     def __init__(self, base, domain="example.test", limits=None, extra="", tls=False,
-                 workers=2, delivery=False):
+                 workers=2, delivery=False, spf=False):
         self.dir = Path(base)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.domain = domain
@@ -105,6 +105,10 @@ class Server:
             # outbound delivery (issue 4) is off unless a test asks for it: most
             # tests queue mail for made-up domains and look at the queue as it is
             lines += ["delivery {", "  enabled = false", "}"]
+        if not spf:
+            # SPF on received mail is off unless a test asks for it (with its own
+            # DNS server): the made-up sender domains must not reach real DNS
+            lines += ["checks {", "  spf = false", "}"]
         lines += [extra]
         self.conf.write_text("\n".join(lines) + "\n")
         self.cli("domain", "add", domain)
@@ -208,9 +212,9 @@ def make_server(tmp_path):
     servers = []
 
     def make(domain="example.test", users=("alice", "bob"), limits=None, extra="", start=True,
-             tls=False, workers=2, delivery=False):
+             tls=False, workers=2, delivery=False, spf=False):
         s = Server(tmp_path / ("srv%d" % len(servers)), domain, limits, extra, tls=tls,
-                   workers=workers, delivery=delivery)
+                   workers=workers, delivery=delivery, spf=spf)
         for u in users:
             s.add_user("%s@%s" % (u, domain))
         servers.append(s)
@@ -255,10 +259,11 @@ def dot_stuff(content):
     return b"".join(l + b"\r\n" for l in out)
 
 
-def split_received(stored):
+def split_received(stored, name=b"Received"):
     """Split stored bytes into (the first header field, the rest). The field
-    is `Received:` with its folded continuation lines."""
-    assert stored.startswith(b"Received: "), "stored message does not start with Received: %r" % stored[:200]
+    is `Received:` (or name) with its folded continuation lines."""
+    assert stored.startswith(name + b": "), "stored message does not start with %s: %r" % (
+        name.decode(), stored[:200])
     i = 0
     while True:
         j = stored.index(b"\r\n", i) + 2
@@ -504,7 +509,7 @@ class DnsServer:
     the same unbound (PORT + 1) that refuses every query. set_records() replaces the
     data and restarts unbound (no unbound-control needed)."""
 
-    def __init__(self, base, zones=None, servfail=(), ip=None, port=DNS_PORT):
+    def __init__(self, base, zones=None, servfail=(), ip=None, port=DNS_PORT, slow=()):
         self.dir = Path(base)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "unbound.conf"
@@ -513,11 +518,15 @@ class DnsServer:
         self.ip = ip
         for _ in range(231):
             if self.ip is not None and _udp_free(self.ip, self.port) and \
-                    _udp_free(self.ip, self.port + 1):
+                    _udp_free(self.ip, self.port + 1) and _udp_free(self.ip, self.port + 2):
                 break
             self.ip = next_ip()
         self.zones = dict(zones or {})
         self.servfail = list(servfail)
+        # names whose queries go to a server that never answers (PORT + 2):
+        # the resolver's timeouts, for tests of slow DNS
+        self.slow = list(slow)
+        self.blackhole = None
         self.proc = None
         self.logf = None
         self._write()
@@ -566,7 +575,7 @@ class DnsServer:
             "  cache-max-negative-ttl: 0",
             '  local-zone: "." static',
         ]
-        for name in self.servfail:
+        for name in self.servfail + self.slow:
             name = name.rstrip(".") + "."
             lines.append('  local-zone: "%s" transparent' % name)
         for zone, records in self.zones.items():
@@ -578,11 +587,17 @@ class DnsServer:
             # only time out, slowly: unbound retries as if packets were lost)
             lines += ["stub-zone:", '  name: "%s."' % name.rstrip("."),
                       "  stub-addr: %s@%d" % (self.ip, self.port + 1)]
+        for name in self.slow:
+            lines += ["stub-zone:", '  name: "%s."' % name.rstrip("."),
+                      "  stub-addr: %s@%d" % (self.ip, self.port + 2)]
         lines += ["remote-control:", "  control-enable: no", ""]
         self.conf.write_text("\n".join(lines))
 
     def start(self, timeout=15.0):
         assert self.proc is None, "unbound already running"
+        if self.slow and self.blackhole is None:
+            self.blackhole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.blackhole.bind((self.ip, self.port + 2))  # takes queries, never answers
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen([UNBOUND, "-d", "-c", str(self.conf)],
                                      stdout=self.logf, stderr=subprocess.STDOUT)
@@ -610,6 +625,9 @@ class DnsServer:
                     self.proc.wait()
             self.logf.close()
             self.proc = None
+        if self.blackhole is not None:
+            self.blackhole.close()
+            self.blackhole = None
 
     def set_records(self, zones, servfail=None):
         """Replace all zones (and optionally the SERVFAIL names); restart if
@@ -643,8 +661,8 @@ def make_dns(tmp_path):
     are stopped after the test."""
     servers = []
 
-    def make(zones=None, servfail=(), start=True):
-        d = DnsServer(tmp_path / ("dns%d" % len(servers)), zones, servfail)
+    def make(zones=None, servfail=(), start=True, slow=()):
+        d = DnsServer(tmp_path / ("dns%d" % len(servers)), zones, servfail, slow=slow)
         servers.append(d)
         return d.start() if start else d
 

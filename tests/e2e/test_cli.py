@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (DAKIYA, SMTP_PORT, Server, assert_stored, next_ip, open_conn, unique,
+from conftest import (DAKIYA, SMTP_PORT, Server, assert_stored, next_ip, open_conn, split_received, unique,
                       wait_port)
 
 
@@ -58,10 +58,12 @@ def deliver(server, rcpt, subject):
 
 # ---------------------------------------------------------------- quickstart and serve
 
-def test_quickstart_then_serve(tmp_path):
+def test_quickstart_then_serve(tmp_path, make_dns):
     d = tmp_path / "qs"
     ip = next_ip()
-    r = run("quickstart", "--domain", "qs.test", "--dir", str(d), "--dev", "--listen", ip)
+    dns = make_dns({})  # SPF of received mail is on by default: it asks this one
+    r = run("quickstart", "--domain", "qs.test", "--dir", str(d), "--dev", "--listen", ip,
+            "--resolver", dns.addr)
     assert r.returncode == 0, r.stderr.decode()
     out = r.stdout.decode() + r.stderr.decode()
     m = re.search(r"password\W+([A-Za-z0-9!-~]{12,})", out, re.I)
@@ -99,7 +101,12 @@ def test_quickstart_then_serve(tmp_path):
         assert sorted(m["subject"] for m in msgs) == ["first mail", "second"]
         first = [m for m in msgs if m["subject"] == "first mail"][0]
         shown = run("-c", str(conf), "mailbox", "show", "postmaster@qs.test", str(first["uid"]))
-        assert_stored(shown.stdout, content, qid, "postmaster@qs.test")
+        # SPF is on in a quickstart configuration: our Authentication-Results
+        # comes first (other.test has no SPF record in this DNS), then Received:
+        ar, rest = split_received(shown.stdout, b"Authentication-Results")
+        assert ar.startswith(b"Authentication-Results: mail.qs.test;\r\n\tspf=none ("), ar
+        assert b"smtp.mailfrom=s@other.test" in ar, ar
+        assert_stored(rest, content, qid, "postmaster@qs.test")
     finally:
         alive = proc.poll() is None
         proc.send_signal(signal.SIGTERM)

@@ -102,6 +102,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.delivery.connections_per_domain, 20);
 	assert_int_equal(cfg.delivery.connection_cache_time, 2);
 	assert_int_equal(cfg.delivery.connection_reuse_max, 100);
+	assert_true(cfg.checks.spf);
+	assert_int_equal(cfg.checks.timeout, 20);
 	assert_int_equal(config_listen_count(cfg.listen.smtp), 1);
 	assert_string_equal(cfg.listen.smtp[0], "0.0.0.0:25");
 	assert_string_equal(cfg.listen.submission[0], "0.0.0.0:587");
@@ -314,6 +316,8 @@ static void test_bad_values(void **state)
 	    "bad.conf:1:", "delivery.connection_cache_time");
 	expect_error("delivery { connection_reuse_max = 0 }\n",
 	    "bad.conf:1:", "delivery.connection_reuse_max");
+	expect_error("checks { timeout = 0 }\n", "bad.conf:1:", "checks.timeout");
+	expect_error("checks { spf = maybe }\n", "bad.conf:1:", "spf");
 	expect_error("resolver = \"8.8.8.8@dns\"\n", "bad.conf:1:", "resolver");
 	expect_error("resolver = \"dns.example\"\n", "bad.conf:1:", "resolver");
 	expect_error("hostname = \"bad host\"\n", "bad.conf:1:", "hostname");
