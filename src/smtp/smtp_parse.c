@@ -778,6 +778,80 @@ void smtp_hdr_scan_init(struct smtp_hdr_scan *h)
 	h->done = false;
 }
 
+/* The authserv-id of an Authentication-Results value v[0..n): after CFWS
+ * (spaces, folding, nested comments), a token or quoted-string up to ';',
+ * whitespace or a comment. Is it id? */
+static bool ar_is_ours(const char *v, size_t n, const char *id)
+{
+	size_t i = 0;
+	for (;;) {
+		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == '\r' || v[i] == '\n'))
+			i++;
+		if (i < n && v[i] == '(') {
+			int depth = 0;
+			for (; i < n; i++) {
+				if (v[i] == '\\' && i + 1 < n) {
+					i++;
+					continue;
+				}
+				if (v[i] == '(')
+					depth++;
+				else if (v[i] == ')' && --depth == 0) {
+					i++;
+					break;
+				}
+			}
+			continue;
+		}
+		break;
+	}
+	size_t s = i, e;
+	if (i < n && v[i] == '"') {
+		s = ++i;
+		while (i < n && v[i] != '"')
+			i++;
+		e = i;
+	} else {
+		while (i < n && v[i] != ';' && v[i] != ' ' && v[i] != '\t' && v[i] != '(' &&
+		       v[i] != '\r' && v[i] != '\n')
+			i++;
+		e = i;
+	}
+	size_t idl = strlen(id);
+	return e - s == idl && idl > 0 && strncasecmp(v + s, id, idl) == 0;
+}
+
+size_t smtp_strip_auth_results(const char *h, size_t len, const char *id, struct buf *out)
+{
+	static const char name[] = "Authentication-Results";
+	const size_t nl = sizeof name - 1;
+	size_t removed = 0, i = 0;
+	while (i < len) {
+		/* one field: up to a line end not followed by a space or tab */
+		size_t s = i;
+		for (;;) {
+			const char *lf = memchr(h + i, '\n', len - i);
+			i = lf ? (size_t)(lf - h) + 1 : len;
+			if (i >= len || (h[i] != ' ' && h[i] != '\t'))
+				break;
+		}
+		size_t flen = i - s;
+		const char *f = h + s;
+		bool ours = flen > nl && strncasecmp(f, name, nl) == 0;
+		if (ours) {
+			size_t k = nl;
+			while (k < flen && (f[k] == ' ' || f[k] == '\t'))
+				k++;
+			ours = k < flen && f[k] == ':' && ar_is_ours(f + k + 1, flen - k - 1, id);
+		}
+		if (ours)
+			removed++;
+		else
+			buf_append(out, f, flen);
+	}
+	return removed;
+}
+
 bool smtp_hdr_scan_feed(struct smtp_hdr_scan *h, const char *p, size_t len)
 {
 	for (size_t i = 0; i < len && !h->done; i++) {

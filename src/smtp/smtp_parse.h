@@ -58,25 +58,25 @@ bool smtp_line_ok(const char *line, size_t len);
 /* The same check with an explicit max, e.g. the configured line length. */
 bool smtp_line_ok_max(const char *line, size_t len, size_t max);
 
-#define SMTP_LOCAL_MAX 256  /* RFC says 64; real SRS/VERP senders exceed it */
+#define SMTP_LOCAL_MAX 256 /* RFC says 64; real SRS/VERP senders exceed it */
 #define SMTP_DOMAIN_MAX 255
 #define SMTP_PARAMS_MAX 16
 
 struct smtp_path {
 	char local[SMTP_LOCAL_MAX + 1];   /* local part, unquoted (quotes and \-escapes removed) */
 	char domain[SMTP_DOMAIN_MAX + 1]; /* domain as sent, or the address literal with [] */
-	bool null;          /* "<>" (only valid for MAIL FROM) */
-	bool postmaster;    /* "<postmaster>" without domain (RCPT only, RFC 5321 4.5.1) */
-	bool quoted;        /* local part was a quoted-string */
-	bool route;         /* had a source route "@a,@b:" (ignored, RFC 5321 4.1.2) */
-	bool relay_syntax;  /* '%' or '!' in the local part, or a quoted local part with '@' */
-	bool utf8;          /* non-ASCII bytes in local part or domain */
-	bool literal;       /* domain is an address literal [..] */
+	bool null;                        /* "<>" (only valid for MAIL FROM) */
+	bool postmaster;   /* "<postmaster>" without domain (RCPT only, RFC 5321 4.5.1) */
+	bool quoted;       /* local part was a quoted-string */
+	bool route;        /* had a source route "@a,@b:" (ignored, RFC 5321 4.1.2) */
+	bool relay_syntax; /* '%' or '!' in the local part, or a quoted local part with '@' */
+	bool utf8;         /* non-ASCII bytes in local part or domain */
+	bool literal;      /* domain is an address literal [..] */
 };
 
 struct smtp_param {
-	char *key;    /* points into the parsed line (which the parser modifies) */
-	char *value;  /* NULL if the parameter has no "=value" */
+	char *key;   /* points into the parsed line (which the parser modifies) */
+	char *value; /* NULL if the parameter has no "=value" */
 };
 
 struct smtp_mail_args {
@@ -87,9 +87,9 @@ struct smtp_mail_args {
 
 enum smtp_path_err {
 	SMTP_PATH_OK = 0,
-	SMTP_PATH_SYNTAX,     /* 501 5.1.7 (MAIL) / 501 5.1.3 (RCPT) */
-	SMTP_PATH_TOO_LONG,   /* 501 5.1.3 / 5.1.7 */
-	SMTP_PATH_PARAMS,     /* bad parameter syntax or too many: 501 5.5.4 */
+	SMTP_PATH_SYNTAX,   /* 501 5.1.7 (MAIL) / 501 5.1.3 (RCPT) */
+	SMTP_PATH_TOO_LONG, /* 501 5.1.3 / 5.1.7 */
+	SMTP_PATH_PARAMS,   /* bad parameter syntax or too many: 501 5.5.4 */
 };
 
 /* Parse the argument of MAIL ("FROM:<path> params") or RCPT ("TO:<path> params").
@@ -116,18 +116,18 @@ bool smtp_parse_u64(const char *s, uint64_t *out);
 enum smtp_data_state {
 	SMTP_DATA_LINE_START = 0, /* at the start of a line (initial state) */
 	SMTP_DATA_MIDLINE,
-	SMTP_DATA_CR,             /* saw CR, waiting for LF */
-	SMTP_DATA_DOT,            /* saw '.' at the start of a line */
-	SMTP_DATA_DOT_CR,         /* saw ".\r" at the start of a line */
-	SMTP_DATA_END,            /* saw <CRLF>.<CRLF>: done */
+	SMTP_DATA_CR,     /* saw CR, waiting for LF */
+	SMTP_DATA_DOT,    /* saw '.' at the start of a line */
+	SMTP_DATA_DOT_CR, /* saw ".\r" at the start of a line */
+	SMTP_DATA_END,    /* saw <CRLF>.<CRLF>: done */
 };
 
 struct smtp_data_parser {
 	enum smtp_data_state state;
-	uint64_t size;     /* unstuffed bytes of message content so far */
-	bool bare_lf;      /* a LF not preceded by CR was seen */
-	bool bare_cr;      /* a CR not followed by LF was seen */
-	bool discard;      /* caller sets: count but do not output (over size) */
+	uint64_t size; /* unstuffed bytes of message content so far */
+	bool bare_lf;  /* a LF not preceded by CR was seen */
+	bool bare_cr;  /* a CR not followed by LF was seen */
+	bool discard;  /* caller sets: count but do not output (over size) */
 };
 
 void smtp_data_init(struct smtp_data_parser *p);
@@ -159,11 +159,19 @@ size_t smtp_header_section_len(const char *msg, size_t len);
  * section ends: at the first empty line (CRLF CRLF, or bare LF LF), or at
  * once if the content starts with an empty line. */
 struct smtp_hdr_scan {
-	uint64_t size;  /* bytes of header section so far (including the empty line once done) */
+	uint64_t size; /* bytes of header section so far (including the empty line once done) */
 	unsigned char prev[2]; /* the last two bytes seen */
-	bool done;      /* the empty line was seen */
+	bool done;             /* the empty line was seen */
 };
 void smtp_hdr_scan_init(struct smtp_hdr_scan *h);
+
+/* Append the header section h[0..len) to out without the
+ * Authentication-Results fields whose authserv-id is id (case-insensitive):
+ * a receiver removes those claiming to be its own before it adds its own
+ * (RFC 8601 5). Everything else is copied byte for byte; a field is its
+ * first line and its folded continuation lines. Returns the number of
+ * fields removed. Pure. */
+size_t smtp_strip_auth_results(const char *h, size_t len, const char *id, struct buf *out);
 /* Feed content bytes; returns h->done. */
 bool smtp_hdr_scan_feed(struct smtp_hdr_scan *h, const char *p, size_t len);
 

@@ -138,6 +138,7 @@ struct txn {
 	uint64_t hdr_limit;
 	bool hdr_too_big;       /* the header section exceeds limits.header_size */
 	bool submission;        /* from an authenticated user: fix up and check headers */
+	bool strip_ar;          /* received mail: drop forged Authentication-Results */
 	bool hdr_fixed;         /* submission: the header section was inspected */
 	size_t scanned;         /* bytes of out already fed to hs */
 	const char *from_reply; /* submission: why the From: header is refused */
@@ -612,6 +613,27 @@ static void fix_headers(struct smtp_session *s, struct txn *t)
 	buf_free(&v);
 }
 
+/* Received mail: drop Authentication-Results fields that claim our
+ * authserv-id (RFC 8601 5), ours is the only one to trust. The header
+ * section is complete in t->out. */
+static void strip_forged_ar(struct smtp_session *s, struct txn *t)
+{
+	size_t hlen = t->hs.done ? (size_t)t->hs.size : t->out.len;
+	if (t->out.data == NULL || hlen > t->out.len)
+		return;
+	struct buf n = BUF_INIT;
+	buf_init(&n, t->out.cap);
+	size_t removed = smtp_strip_auth_results(t->out.data, hlen, s->w->cfg->hostname, &n);
+	if (removed == 0) {
+		buf_free(&n);
+		return;
+	}
+	buf_append(&n, t->out.data + hlen, t->out.len - hlen);
+	log_info(t->msg->qid, "event=removed-auth-results session=%s count=%zu", s->id, removed);
+	buf_free(&t->out);
+	t->out = n;
+}
+
 /* Flush staged content to the blob. A submitted message's header section is
  * held back until it is complete, so that missing Date:/Message-ID: can be
  * added in front of it and its From: checked (unless final: the end). */
@@ -630,11 +652,15 @@ static void flush_out(struct smtp_session *s, struct txn *t, bool final)
 			t->hdr_too_big = true;
 	}
 	t->scanned = t->out.len;
-	if (t->submission && !t->hdr_fixed) {
+	if ((t->submission || t->strip_ar) && !t->hdr_fixed) {
 		if (!t->hs.done && !final && !t->hdr_too_big)
 			return; /* hold the header section until it is complete */
-		if (!t->hdr_too_big)
-			fix_headers(s, t);
+		if (!t->hdr_too_big) {
+			if (t->submission)
+				fix_headers(s, t);
+			else
+				strip_forged_ar(s, t);
+		}
 		t->hdr_fixed = true;
 	}
 	if (t->out.len) {
@@ -715,7 +741,8 @@ static bool begin_message(struct smtp_session *s)
 	 * and unstuffing never grows it, so out stays below 2 * OUT_FLUSH */
 	t->hdr_limit = s->w->cfg->limits.header_size;
 	t->submission = may_relay(s);
-	buf_init(&t->out, (t->submission ? t->hdr_limit : 0) + 2 * OUT_FLUSH + 16);
+	t->strip_ar = !t->submission;
+	buf_init(&t->out, t->hdr_limit + 2 * OUT_FLUSH + 16);
 	smtp_hdr_scan_init(&t->hs);
 	write_auth_results(s);
 	write_received(s);

@@ -140,3 +140,31 @@ def test_submitted_mail_is_not_checked(make_server, make_dns):
     raw = s.message("bob@example.test", msgs[0]["uid"])
     assert b"Authentication-Results:" not in raw.split(b"\r\n\r\n")[0], raw[:400]
     assert "event=spf" not in s.log_text()
+
+
+def test_forged_authentication_results_with_our_id_are_removed(make_server, make_dns):
+    """A sender's own "Authentication-Results: mail.example.test; spf=pass"
+    claims to be our verdict: it goes; one from another server stays; the
+    rest of the message is stored byte for byte."""
+    src = next_ip()
+    s, dns = server(make_server, make_dns, src)
+    body = (b"Authentication-Results: mail.example.test; spf=pass smtp.mailfrom=ceo@sender.test\r\n"
+            b"Authentication-Results: relay.other.test; dkim=pass header.d=other.test\r\n"
+            b"Authentication-Results: MAIL.EXAMPLE.TEST;\r\n\tdmarc=pass\r\n"
+            b"From: ceo@sender.test\r\nSubject: trust me\r\n\r\n"
+            b"Authentication-Results: mail.example.test; in the body, untouched\r\n")
+    c = open_conn(s.ip, source=next_ip())
+    try:
+        c.send_message("ceo@sender.test", ["alice@example.test"], body)
+    finally:
+        c.close()
+    msgs = s.wait_count("alice@example.test", 1)
+    raw = s.message("alice@example.test", msgs[0]["uid"])
+    ar, rest = split_received(raw, b"Authentication-Results")
+    assert b"spf=fail" in ar, ar  # ours: the client is not in sender.test's SPF
+    _, content = split_received(rest)
+    assert content == body.split(b"\r\n", 1)[1].replace(
+        b"Authentication-Results: MAIL.EXAMPLE.TEST;\r\n\tdmarc=pass\r\n", b""), content
+    assert b"relay.other.test; dkim=pass" in content
+    assert b"in the body, untouched" in content
+    assert "event=removed-auth-results" in s.log_text() and "count=2" in s.log_text()

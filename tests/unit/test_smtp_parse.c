@@ -814,6 +814,49 @@ static void test_hdr_scan(void **state)
 	}
 }
 
+/* smtp_strip_auth_results: forged fields with our authserv-id go, the rest
+ * stays byte for byte. */
+static void test_strip_auth_results(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in, *out;
+		size_t removed;
+	} cases[] = {
+	    {"Subject: x\r\n\r\n", "Subject: x\r\n\r\n", 0},
+	    {"Authentication-Results: mx.ours.test; spf=pass\r\nSubject: x\r\n\r\n",
+	        "Subject: x\r\n\r\n", 1},
+	    /* case, folding, a comment before the id, a quoted id */
+	    {"authentication-results:MX.OURS.TEST;\r\n\tdkim=pass\r\n\r\n", "\r\n", 1},
+	    {"Authentication-Results: (forged\r\n (nested)) mx.ours.test; none\r\nA: b\r\n\r\n",
+	        "A: b\r\n\r\n", 1},
+	    {"Authentication-Results: \"mx.ours.test\"; none\r\n\r\n", "\r\n", 1},
+	    {"Authentication-Results : mx.ours.test (v1); spf=fail\r\n\r\n", "\r\n", 1},
+	    /* not ours: kept */
+	    {"Authentication-Results: other.test; spf=pass\r\n\r\n",
+	        "Authentication-Results: other.test; spf=pass\r\n\r\n", 0},
+	    {"Authentication-Results: mx.ours.test.evil; spf=pass\r\n\r\n",
+	        "Authentication-Results: mx.ours.test.evil; spf=pass\r\n\r\n", 0},
+	    {"Authentication-Results-X: mx.ours.test; a\r\n\r\n",
+	        "Authentication-Results-X: mx.ours.test; a\r\n\r\n", 0},
+	    {"X-Note: Authentication-Results: mx.ours.test\r\n\r\n",
+	        "X-Note: Authentication-Results: mx.ours.test\r\n\r\n", 0},
+	    /* several, mixed, LF-only lines, no final empty line */
+	    {"A: 1\nAuthentication-Results: mx.ours.test; x\n b\nAuthentication-Results: o.test; "
+	     "y\n"
+	     "Authentication-Results: mx.ours.test; z",
+	        "A: 1\nAuthentication-Results: o.test; y\n", 2},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct buf out = BUF_INIT;
+		size_t n =
+		    smtp_strip_auth_results(cases[i].in, strlen(cases[i].in), "mx.ours.test", &out);
+		if (n != cases[i].removed || strcmp(buf_cstr(&out), cases[i].out) != 0)
+			fail_msg("case %zu: removed %zu, got \"%s\"", i, n, buf_cstr(&out));
+		buf_free(&out);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -830,6 +873,7 @@ int main(void)
 	    cmocka_unit_test(test_header_get),
 	    cmocka_unit_test(test_header_section_len),
 	    cmocka_unit_test(test_hdr_scan),
+	    cmocka_unit_test(test_strip_auth_results),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
