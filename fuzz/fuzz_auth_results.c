@@ -15,16 +15,7 @@
 
 #include "smtp/smtp_parse.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(                                                                   \
-			    stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -32,7 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct buf a = BUF_INIT, b = BUF_INIT;
 	size_t n = smtp_strip_auth_results(in, size, "mx.ours.test", &a);
 	CHECK(a.len <= size);
-	CHECK(n == 0 ? a.len == size && (size == 0 || memcmp(a.data, in, size) == 0) : a.len < size);
+	CHECK(
+	    n == 0 ? a.len == size && (size == 0 || memcmp(a.data, in, size) == 0) : a.len < size);
 	size_t again = smtp_strip_auth_results(a.data ? a.data : "", a.len, "mx.ours.test", &b);
 	CHECK(again == 0 && b.len == a.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0));
 	/* without the field name anywhere, nothing can go */

@@ -25,16 +25,7 @@
 
 #include "queue/dsn.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(                                                                   \
-			    stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "fuzz_check.h"
 
 static void fuzz_notify(const char *s, size_t n)
 {

@@ -16,16 +16,7 @@
 #include "core/buf.h"
 #include "mime/addr.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(                                                                   \
-			    stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "fuzz_check.h"
 
 static bool clean(const char *s)
 {

@@ -19,16 +19,7 @@
 
 #include "auth/sasl.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(                                                                   \
-			    stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "fuzz_check.h"
 
 static bool same(const struct buf *b, const uint8_t *p, size_t n)
 {

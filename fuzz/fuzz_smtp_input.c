@@ -20,16 +20,7 @@
 #include "smtp/smtp_input.h"
 #include "smtp/smtp_parse.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(                                                                   \
-			    stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "fuzz_check.h"
 
 /* One event: kind, size, and (in the full log) the bytes. */
 static void log_rec(struct buf *log, char kind, uint64_t size, const char *s, size_t n)

@@ -17,16 +17,7 @@
 
 #include "smtp/smtp_reply.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(                                                                   \
-			    stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "fuzz_check.h"
 
 /* All replies of a run, serialised, and the final state. */
 struct result {

@@ -106,6 +106,13 @@ const char *cli_config_path(const struct cli *cli)
 	return config_default_path(cli->config_path);
 }
 
+bool cli_have_config(const struct cli *cli)
+{
+	const char *env = getenv("DAKIYA_CONFIG");
+	return cli->config_path != NULL || (env != NULL && env[0] != '\0') ||
+	       access(CONFIG_DEFAULT_PATH, F_OK) == 0;
+}
+
 int cli_load_config(struct cli *cli)
 {
 	if (cli->config_loaded)

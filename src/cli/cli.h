@@ -41,6 +41,10 @@ const char *cli_config_path(const struct cli *cli);
 /* Load cli->cfg once. On error prints the reason (file:line) with advice and
  * returns -1. */
 int cli_load_config(struct cli *cli);
+/* Is there a configuration to read: -c, $DAKIYA_CONFIG, or the default
+ * file? (Commands that also work on a machine without dakiya set up, such
+ * as mx and spf, read it only then.) */
+bool cli_have_config(const struct cli *cli);
 /* Load the config if needed and open the store in its data_dir (once); NULL
  * after printing the reason. */
 struct store *cli_open_store(struct cli *cli);
@@ -97,10 +101,10 @@ int cmd_domain(struct cli *cli, int argc, char **argv);
 int cmd_user(struct cli *cli, int argc, char **argv);
 int cmd_alias(struct cli *cli, int argc, char **argv);
 int cmd_mailbox(struct cli *cli, int argc, char **argv);
-int cmd_queue(struct cli *cli, int argc, char **argv); /* cmd_queue.c */
+int cmd_queue(struct cli *cli, int argc, char **argv);    /* cmd_queue.c */
 int cmd_sendmail(struct cli *cli, int argc, char **argv); /* cmd_sendmail.c */
-int cmd_mx(struct cli *cli, int argc, char **argv); /* cmd_mx.c */
-int cmd_spf(struct cli *cli, int argc, char **argv); /* cmd_spf.c */
+int cmd_mx(struct cli *cli, int argc, char **argv);       /* cmd_mx.c */
+int cmd_spf(struct cli *cli, int argc, char **argv);      /* cmd_spf.c */
 
 /* Help texts, shared by "dakiya help NOUN" and "dakiya NOUN --help". */
 extern const char cli_help_main[];

@@ -133,15 +133,6 @@ static void put_json(struct buf *out, const struct dns_targets *t)
 	buf_putc(out, '\n');
 }
 
-/* Should the configuration file be read? Only if one was named or the
- * default exists: "dakiya mx" also works on a machine without dakiya set up. */
-static bool have_config(const struct cli *cli)
-{
-	const char *env = getenv("DAKIYA_CONFIG");
-	return cli->config_path != NULL || (env != NULL && env[0] != '\0') ||
-	       access(CONFIG_DEFAULT_PATH, F_OK) == 0;
-}
-
 int cmd_mx(struct cli *cli, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -202,7 +193,7 @@ int cmd_mx(struct cli *cli, int argc, char **argv)
 
 	const char *cfg_family = "any";
 	const char *cfg_resolver = "system";
-	if (have_config(cli)) {
+	if (cli_have_config(cli)) {
 		if (cli_load_config(cli) != 0) {
 			buf_free(&name);
 			return 1;

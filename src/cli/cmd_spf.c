@@ -80,13 +80,6 @@ static void on_result(struct spf_eval *e, void *arg)
 	event_base_loopbreak(w->base); /* the resolver's own events stay registered */
 }
 
-static bool have_config(const struct cli *cli)
-{
-	const char *env = getenv("DAKIYA_CONFIG");
-	return cli->config_path != NULL || (env != NULL && env[0] != '\0') ||
-	       access(CONFIG_DEFAULT_PATH, F_OK) == 0;
-}
-
 int cmd_spf(struct cli *cli, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -153,7 +146,7 @@ int cmd_spf(struct cli *cli, int argc, char **argv)
 		secs = (unsigned)v;
 	}
 	const char *cfg_resolver = "system", *receiver = NULL;
-	if (have_config(cli)) {
+	if (cli_have_config(cli)) {
 		if (cli_load_config(cli) != 0)
 			return 1;
 		cfg_resolver = cli->cfg.resolver;
