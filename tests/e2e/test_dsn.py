@@ -27,6 +27,34 @@ def reports(s, address, n, timeout=30.0):
     return [s.message(address, m["uid"]).decode(errors="replace") for m in msgs]
 
 
+def rcpt_and_data(s, rcpt_lines, sender="alice@example.test", mail_params=""):
+    """A connection past MAIL (with mail_params) and RCPT TO:<each line>."""
+    c = open_conn(s.ip)
+    try:
+        c.expect("MAIL FROM:<%s>%s" % (sender, mail_params), 250)
+        for line in rcpt_lines:
+            c.expect("RCPT TO:" + line, 250)
+        return c
+    except Exception:
+        c.close()
+        raise
+
+
+def finish_data(c, subject, sender="alice@example.test", body="body"):
+    """DATA with a small message; 250 expected; the connection is closed."""
+    try:
+        c.expect("DATA", 354)
+        c.send(("From: %s\r\nSubject: %s\r\n\r\n%s\r\n.\r\n" % (sender, subject, body)).encode())
+        assert c.reply()[0] == 250
+    finally:
+        c.close()
+
+
+def status_part(rep):
+    """The message/delivery-status part of a report."""
+    return rep.split("message/delivery-status", 1)[1].split("text/rfc822-headers")[0]
+
+
 def test_ehlo_offers_dsn_and_bad_parameters_are_refused(make_server):
     s = make_server(limits={"errors": 50})
     c = open_conn(s.ip)
@@ -55,24 +83,16 @@ def test_success_for_a_local_recipient_is_a_delivered_report(make_server):
     the original recipient, lands in alice's INBOX; a recipient who did not
     ask (carl) is not in it."""
     s = make_server(users=("alice", "bob", "carl"))
-    c = open_conn(s.ip)
-    try:
-        c.expect("MAIL FROM:<alice@example.test> ENVID=env+2D1", 250)
-        c.expect("RCPT TO:<bob@example.test> NOTIFY=SUCCESS ORCPT=rfc822;Bob@Example.test", 250)
-        c.expect("RCPT TO:<carl@example.test>", 250)
-        c.expect("DATA", 354)
-        c.send(b"From: alice@example.test\r\nSubject: tell me\r\n\r\nbody\r\n.\r\n")
-        assert c.reply()[0] == 250
-    finally:
-        c.close()
+    c = rcpt_and_data(s, ["<bob@example.test> NOTIFY=SUCCESS ORCPT=rfc822;Bob@Example.test",
+                          "<carl@example.test>"], mail_params=" ENVID=env+2D1")
+    finish_data(c, "tell me")
     assert len(s.wait_count("bob@example.test", 1)) == 1
     rep = reports(s, ALICE, 1)[0]
     assert "multipart/report" in rep and "Action: delivered" in rep, rep
     assert "Original-Envelope-Id: env-1" in rep, rep
     assert "Original-Recipient: rfc822;Bob@Example.test" in rep, rep
     assert "Final-Recipient: rfc822;bob@example.test" in rep, rep
-    assert "carl@example.test" not in rep.split("message/delivery-status", 1)[1].split(
-        "text/rfc822-headers")[0], rep
+    assert "carl@example.test" not in status_part(rep), rep
     assert "Subject: tell me" in rep  # the original headers
     assert "\r\nbody\r\n" not in rep  # success reports return headers only
     # without NOTIFY=SUCCESS: no report
@@ -89,28 +109,14 @@ def test_success_for_a_local_recipient_is_a_delivered_report(make_server):
 
 def test_success_report_for_a_remote_sender_is_queued(make_server):
     s = make_server()  # delivery off: the report waits in the queue
-    c = open_conn(s.ip)
-    try:
-        c.expect("MAIL FROM:<carol@home.test>", 250)
-        c.expect("RCPT TO:<bob@example.test> NOTIFY=SUCCESS,FAILURE", 250)
-        c.expect("DATA", 354)
-        c.send(b"From: carol@home.test\r\nSubject: hi bob\r\n\r\nhi\r\n.\r\n")
-        assert c.reply()[0] == 250
-    finally:
-        c.close()
+    c = rcpt_and_data(s, ["<bob@example.test> NOTIFY=SUCCESS,FAILURE"], sender="carol@home.test")
+    finish_data(c, "hi bob", sender="carol@home.test")
     q = wait_for(lambda: [e for e in qlist(s) if e["recipients"] == ["carol@home.test"]], 10,
                  "the report in the queue")
     assert q[0]["sender"] == ""  # reports go with the null sender
     # and a report about a message from the null sender is never made
-    c = open_conn(s.ip)
-    try:
-        c.expect("MAIL FROM:<>", 250)
-        c.expect("RCPT TO:<bob@example.test> NOTIFY=SUCCESS", 250)
-        c.expect("DATA", 354)
-        c.send(b"From: daemon@home.test\r\nSubject: a report\r\n\r\nr\r\n.\r\n")
-        assert c.reply()[0] == 250
-    finally:
-        c.close()
+    c = rcpt_and_data(s, ["<bob@example.test> NOTIFY=SUCCESS"], sender="")
+    finish_data(c, "a report", sender="daemon@home.test")
     wait_for(lambda: "event=dsn-suppressed reason=null-sender action=delivered" in s.log_text(),
              10, "the suppressed report")
     assert len(qlist(s)) == 1
@@ -185,44 +191,14 @@ def test_recipient_deleted_after_rcpt_bounces_instead_of_vanishing(make_server):
     gets its 250 (bob has it), and alice is told that carl's copy could not
     be stored, rather than the copy disappearing without a word."""
     s = make_server(users=("alice", "bob", "carl"))
-    c = open_conn(s.ip)
-    try:
-        c.expect("MAIL FROM:<alice@example.test>", 250)
-        c.expect("RCPT TO:<bob@example.test>", 250)
-        c.expect("RCPT TO:<carl@example.test>", 250)
-        s.cli("user", "del", "carl@example.test")
-        c.expect("DATA", 354)
-        c.send(b"From: alice@example.test\r\nSubject: to both\r\n\r\nboth\r\n.\r\n")
-        assert c.reply()[0] == 250
-    finally:
-        c.close()
+    c = rcpt_and_data(s, ["<bob@example.test>", "<carl@example.test>"])
+    s.cli("user", "del", "carl@example.test")
+    finish_data(c, "to both")
     assert len(s.wait_count("bob@example.test", 1)) == 1
     rep = reports(s, ALICE, 1)[0]
     assert "Action: failed" in rep and "Final-Recipient: rfc822;carl@example.test" in rep, rep
     assert "removed after the message was accepted" in rep, rep
-    assert "bob@example.test" not in rep.split("message/delivery-status", 1)[1].split(
-        "text/rfc822-headers")[0], rep
-
-
-def rcpt_and_data(s, rcpt_lines, sender="alice@example.test", subject="x"):
-    c = open_conn(s.ip)
-    try:
-        c.expect("MAIL FROM:<%s>" % sender, 250)
-        for line in rcpt_lines:
-            c.expect("RCPT TO:" + line, 250)
-        return c
-    except Exception:
-        c.close()
-        raise
-
-
-def finish_data(c, subject):
-    try:
-        c.expect("DATA", 354)
-        c.send(("From: alice@example.test\r\nSubject: %s\r\n\r\nbody\r\n.\r\n" % subject).encode())
-        assert c.reply()[0] == 250
-    finally:
-        c.close()
+    assert "bob@example.test" not in status_part(rep), rep
 
 
 def test_deleted_recipient_with_notify_never_gets_no_report(make_server):
@@ -247,7 +223,7 @@ def test_reports_name_the_alias_not_its_targets(make_server):
     s.cli("user", "del", "carl@example.test")
     finish_data(c, "to the team")
     rep = reports(s, ALICE, 1)[0]
-    status = rep.split("message/delivery-status", 1)[1].split("text/rfc822-headers")[0]
+    status = status_part(rep)
     assert "Action: failed" in status and "Final-Recipient: rfc822;team@example.test" in status
     assert "Original-Recipient: rfc822;team@example.test" in status, status
     assert "carl" not in status, status
@@ -255,7 +231,7 @@ def test_reports_name_the_alias_not_its_targets(make_server):
     c = rcpt_and_data(s, ["<list@example.test> NOTIFY=SUCCESS"])
     finish_data(c, "to the list")
     reps = reports(s, ALICE, 2)
-    status = reps[1].split("message/delivery-status", 1)[1].split("text/rfc822-headers")[0]
+    status = status_part(reps[1])
     assert "Action: expanded" in status and "rfc822;list@example.test" in status, status
     assert "bob@" not in status and "carl@" not in status, status
 

@@ -11,19 +11,7 @@
 #include <string.h>
 
 #include "auth/dmarc.h"
-
-static void unhex(const char *h, struct buf *out)
-{
-	buf_reset(out);
-	if (strcmp(h, "-") == 0)
-		return;
-	for (size_t i = 0; h[i] && h[i + 1]; i += 2) {
-		unsigned v;
-		if (sscanf(h + i, "%2x", &v) != 1)
-			break;
-		buf_putc(out, (char)v);
-	}
-}
+#include "driver_hex.h"
 
 int main(void)
 {
@@ -51,7 +39,7 @@ int main(void)
 				return 2;
 			}
 		} else if (strcmp(f[0], "R") == 0 && n == 2) {
-			unhex(f[1], &b);
+			driver_unhex(f[1], &b);
 			struct dmarc_record r;
 			buf_reset(&why);
 			enum dmarc_parse e =

@@ -24,6 +24,7 @@
 #include "auth/spf.h"
 #include "core/buf.h"
 #include "dns/dns.h"
+#include "driver_hex.h"
 
 struct entry {
 	char *name;
@@ -33,19 +34,6 @@ struct entry {
 
 static struct entry *table;
 static size_t ntable;
-
-static void unhex(const char *h, struct buf *out)
-{
-	buf_reset(out);
-	if (strcmp(h, "-") == 0)
-		return;
-	for (size_t i = 0; h[i] && h[i + 1]; i += 2) {
-		unsigned v;
-		if (sscanf(h + i, "%2x", &v) != 1)
-			break;
-		buf_putc(out, (char)v);
-	}
-}
 
 static void puthex(const char *s)
 {
@@ -114,7 +102,7 @@ static struct dns_answer *answer_for(const char *name, enum dns_type t)
 				break;
 			}
 			case DNS_TXT:
-				unhex(f[k], &b);
+				driver_unhex(f[k], &b);
 				dns_answer_add_txt(a, b.data ? b.data : "", b.len);
 				break;
 			case DNS_PTR:
@@ -165,8 +153,8 @@ int main(void)
 			table[ntable].line = strdup(line);
 			ntable++;
 		} else if (line[0] == 'T' && n >= 5) {
-			unhex(f[3], &helo);
-			unhex(f[4], &from);
+			driver_unhex(f[3], &helo);
+			driver_unhex(f[4], &from);
 			struct spf_params p = {
 			    .ip = f[2],
 			    .helo = buf_cstr(&helo),
