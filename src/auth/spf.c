@@ -998,13 +998,14 @@ static int term_match(struct run *r, const struct spf_term *t, const char *domai
 				ret = addr_match(e, &a->addrs[i], t->cidr4, t->cidr6);
 			break;
 		}
-		/* mx: the exchanges' addresses, at most SPF_MAX_NAMES of them */
-		if (a->n > SPF_MAX_NAMES) {
-			set_reason(r, "%s has more than %d MX records", tn, SPF_MAX_NAMES);
-			ret = FINAL(SPF_PERMERROR);
-			break;
-		}
+		/* mx: the exchanges' addresses; 4.6.4: evaluating it MUST NOT need
+		 * more than SPF_MAX_NAMES address lookups (a match before that ends it) */
 		for (size_t i = 0; i < a->n && ret == 0; i++) {
+			if (i == SPF_MAX_NAMES) {
+				set_reason(r, "%s has more than %d MX records", tn, SPF_MAX_NAMES);
+				ret = FINAL(SPF_PERMERROR);
+				break;
+			}
 			if (a->mx[i].host[0] == '\0')
 				continue; /* null MX */
 			const struct dns_answer *aa =
