@@ -362,3 +362,114 @@ bool dmarc_aligned(const struct dmarc_psl *p, const char *a, const char *b, bool
 	buf_free(&y);
 	return r;
 }
+
+/* ---- the evaluation ---- */
+
+const char *dmarc_align_name(enum dmarc_align a)
+{
+	switch (a) {
+	case DMARC_ALIGN_NONE:
+		return "none";
+	case DMARC_ALIGN_PASS:
+		return "pass";
+	case DMARC_ALIGN_FAIL:
+		return "fail";
+	default:
+		abort();
+	}
+}
+
+const char *dmarc_result_name(enum dmarc_result r)
+{
+	switch (r) {
+	case DMARC_RESULT_NONE:
+		return "none";
+	case DMARC_RESULT_PASS:
+		return "pass";
+	case DMARC_RESULT_FAIL:
+		return "fail";
+	case DMARC_RESULT_TEMPERROR:
+		return "temperror";
+	default:
+		abort();
+	}
+}
+
+/* The one DMARC record at _dmarc.domain: 1 found (parsed into r), 0 none
+ * (no record, or more than one, or none that parses), -1 DNS trouble. */
+static int find_record(const char *domain, dmarc_txt_fn txt, void *arg, struct dmarc_record *r)
+{
+	char name[300];
+	if ((size_t)snprintf(name, sizeof name, "_dmarc.%s", domain) >= sizeof name)
+		return 0;
+	const char *const *v;
+	const size_t *lens;
+	size_t n = 0;
+	enum dmarc_txt t = txt(arg, name, &v, &lens, &n);
+	if (t == DMARC_TXT_TEMP)
+		return -1;
+	if (t != DMARC_TXT_OK)
+		return 0;
+	size_t found = 0;
+	struct buf why = BUF_INIT;
+	for (size_t i = 0; i < n; i++) {
+		/* 6.6.3: records that do not start with v=DMARC1 are discarded */
+		if (lens[i] < 8 || strncmp(v[i], "v=DMARC1", 8) != 0)
+			continue;
+		struct dmarc_record tmp;
+		if (dmarc_record_parse(v[i], lens[i], &tmp, &why) == DMARC_OK) {
+			*r = tmp;
+			found++;
+		} else {
+			found += 2; /* a broken DMARC record still makes the set ambiguous */
+		}
+	}
+	buf_free(&why);
+	return found == 1 ? 1 : 0;
+}
+
+void dmarc_evaluate(const struct dmarc_psl *psl, const struct dmarc_input *in, dmarc_txt_fn txt,
+    void *arg, struct dmarc_verdict *out)
+{
+	memset(out, 0, sizeof *out);
+	struct buf from = BUF_INIT, org = BUF_INIT;
+	norm(in->from_domain, &from);
+	dmarc_org_domain(psl, buf_cstr(&from), &org);
+	snprintf(out->org_domain, sizeof out->org_domain, "%s", buf_cstr(&org));
+	int rc = find_record(buf_cstr(&from), txt, arg, &out->rec);
+	bool at_org = false;
+	if (rc == 0 && strcmp(buf_cstr(&from), buf_cstr(&org)) != 0) {
+		rc = find_record(buf_cstr(&org), txt, arg, &out->rec);
+		at_org = rc == 1;
+	}
+	/* the record's modes decide strict or relaxed alignment */
+	bool aspf = rc == 1 && out->rec.aspf_strict, adkim = rc == 1 && out->rec.adkim_strict;
+	if (in->spf_pass)
+		out->spf = in->mail_from_domain && *in->mail_from_domain &&
+		                   dmarc_aligned(psl, in->mail_from_domain, buf_cstr(&from), aspf)
+		               ? DMARC_ALIGN_PASS
+		               : DMARC_ALIGN_FAIL;
+	for (size_t i = 0; i < in->ndkim; i++) {
+		if (!in->dkim[i].pass)
+			continue;
+		if (dmarc_aligned(psl, in->dkim[i].d, buf_cstr(&from), adkim))
+			out->dkim = DMARC_ALIGN_PASS;
+		else if (out->dkim == DMARC_ALIGN_NONE)
+			out->dkim = DMARC_ALIGN_FAIL;
+	}
+	if (rc != 1) {
+		/* no policy applies: DMARC evaluates nothing, so nothing is aligned */
+		out->spf = out->dkim = DMARC_ALIGN_NONE;
+		out->result = rc < 0 ? DMARC_RESULT_TEMPERROR : DMARC_RESULT_NONE;
+	} else {
+		out->have_policy = true;
+		out->policy = at_org ? out->rec.sp : out->rec.p;
+		snprintf(out->record_domain, sizeof out->record_domain, "%s",
+		    at_org ? buf_cstr(&org) : buf_cstr(&from));
+		out->result = out->spf == DMARC_ALIGN_PASS || out->dkim == DMARC_ALIGN_PASS
+		                  ? DMARC_RESULT_PASS
+		                  : DMARC_RESULT_FAIL;
+	}
+	buf_free(&from);
+	buf_free(&org);
+}

@@ -74,4 +74,54 @@ void dmarc_org_domain(const struct dmarc_psl *p, const char *domain, struct buf 
  * the same Organizational Domain? Case and outer dots do not count. */
 bool dmarc_aligned(const struct dmarc_psl *p, const char *a, const char *b, bool strict);
 
+/* ---- the evaluation (RFC 7489 6.6) ---- */
+
+/* How the evaluation asks for the TXT records of a name: DMARC_TXT_OK with
+ * n strings in txt (valid during the call that asked), DMARC_TXT_NONE (no
+ * such name or no TXT), DMARC_TXT_TEMP (DNS trouble). */
+enum dmarc_txt { DMARC_TXT_OK, DMARC_TXT_NONE, DMARC_TXT_TEMP };
+typedef enum dmarc_txt (*dmarc_txt_fn)(
+    void *arg, const char *name, const char *const **txt, const size_t **lens, size_t *n);
+
+enum dmarc_align { DMARC_ALIGN_NONE, DMARC_ALIGN_PASS, DMARC_ALIGN_FAIL };
+/* "none" (no passing identifier), "pass" (passed and aligned), "fail" (passed, not aligned) */
+const char *dmarc_align_name(enum dmarc_align a);
+
+enum dmarc_result {
+	DMARC_RESULT_NONE,
+	DMARC_RESULT_PASS,
+	DMARC_RESULT_FAIL,
+	DMARC_RESULT_TEMPERROR
+};
+const char *dmarc_result_name(enum dmarc_result r); /* "none" "pass" "fail" "temperror" */
+
+struct dmarc_dkim {
+	const char *d; /* the signature's d= */
+	bool pass;     /* it verified */
+};
+
+struct dmarc_input {
+	const char *from_domain;      /* RFC5322.From domain */
+	const char *mail_from_domain; /* RFC5321.MailFrom domain ("" for <>: SPF's HELO domain) */
+	bool spf_pass;
+	const struct dmarc_dkim *dkim;
+	size_t ndkim;
+};
+
+struct dmarc_verdict {
+	enum dmarc_result result;
+	enum dmarc_align spf, dkim;
+	bool have_policy;         /* a record applies */
+	enum dmarc_policy policy; /* p, or sp when the record is the Organizational Domain's */
+	struct dmarc_record rec;  /* the record that applies */
+	char record_domain[256];  /* where it was found */
+	char org_domain[256];
+};
+
+/* Record discovery (_dmarc.<From domain>, then _dmarc.<its Organizational
+ * Domain>: more than one DMARC record at a name counts as none), identifier
+ * alignment, the result and the policy that applies. */
+void dmarc_evaluate(const struct dmarc_psl *psl, const struct dmarc_input *in, dmarc_txt_fn txt,
+    void *arg, struct dmarc_verdict *out);
+
 #endif

@@ -3,15 +3,44 @@
  * harness (dmarc_vectors.py) sends the vectors of ../shared/conformance/dmarc
  * and compares. Input lines (tab-separated):
  *   P PATH|-           load a Public Suffix List file (- = the system's)
- *   R HEX              parse a record: "ok p sp np adkim aspf fo pct psd t rua ruf" or the error
- * word O DOMAIN           the Organizational Domain A A B s|r          "aligned" or "not-aligned"
+ *   R HEX              parse a record: "ok p sp np adkim aspf fo pct psd t rua ruf",
+ *                      or the error word
+ *   O DOMAIN           the Organizational Domain
+ *   A A B s|r          "aligned" or "not-aligned"
+ *   X                  forget the TXT records
+ *   D NAME HEX         a TXT record at NAME (e.g. _dmarc.example.com)
+ *   E FROM MAILFROM "SPF DKIM"
+ *                      evaluate: SPF pass or another word; DKIM "d:pass,d:fail" or
+ *                      "-"; prints "spf_aligned dkim_aligned result policy|absent"
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "auth/dmarc.h"
 #include "driver_hex.h"
+
+#define TXT_MAX 64
+static char *txt_name[TXT_MAX], *txt_val[TXT_MAX];
+static size_t txt_len[TXT_MAX], ntxt;
+
+static enum dmarc_txt lookup(
+    void *arg, const char *name, const char *const **v, const size_t **lens, size_t *n)
+{
+	(void)arg;
+	static const char *found[TXT_MAX];
+	static size_t flen[TXT_MAX];
+	*n = 0;
+	for (size_t i = 0; i < ntxt; i++)
+		if (strcasecmp(txt_name[i], name) == 0) {
+			found[*n] = txt_val[i];
+			flen[(*n)++] = txt_len[i];
+		}
+	*v = found;
+	*lens = flen;
+	return *n ? DMARC_TXT_OK : DMARC_TXT_NONE;
+}
 
 int main(void)
 {
@@ -61,6 +90,39 @@ int main(void)
 		} else if (strcmp(f[0], "O") == 0 && n == 2) {
 			dmarc_org_domain(psl, f[1], &out);
 			printf("%s\n", buf_cstr(&out));
+		} else if (strcmp(f[0], "X") == 0) {
+			for (size_t i = 0; i < ntxt; i++) {
+				free(txt_name[i]);
+				free(txt_val[i]);
+			}
+			ntxt = 0;
+		} else if (strcmp(f[0], "D") == 0 && n == 3 && ntxt < TXT_MAX) {
+			driver_unhex(f[2], &b);
+			txt_name[ntxt] = strdup(f[1]);
+			txt_val[ntxt] = strndup(b.data ? b.data : "", b.len);
+			txt_len[ntxt++] = b.len;
+		} else if (strcmp(f[0], "E") == 0 && n == 4) {
+			char *spf = f[3], *dk = strchr(f[3], ' ');
+			if (dk)
+				*dk++ = '\0';
+			struct dmarc_dkim sig[16];
+			size_t ns = 0;
+			char *save2 = NULL;
+			for (char *t = dk && strcmp(dk, "-") != 0 ? strtok_r(dk, ",", &save2)
+			                                          : NULL;
+			     t && ns < 16; t = strtok_r(NULL, ",", &save2)) {
+				char *c = strrchr(t, ':');
+				if (c)
+					*c++ = '\0';
+				sig[ns++] = (struct dmarc_dkim){t, c && strcmp(c, "pass") == 0};
+			}
+			struct dmarc_input in = {f[1], strcmp(f[2], "-") == 0 ? "" : f[2],
+			    strcmp(spf, "pass") == 0, sig, ns};
+			struct dmarc_verdict vd;
+			dmarc_evaluate(psl, &in, lookup, NULL, &vd);
+			printf("%s\t%s\t%s\t%s\n", dmarc_align_name(vd.spf),
+			    dmarc_align_name(vd.dkim), dmarc_result_name(vd.result),
+			    vd.have_policy ? dmarc_policy_name(vd.policy) : "absent");
 		} else if (strcmp(f[0], "A") == 0 && n == 4) {
 			printf("%s\n", dmarc_aligned(psl, f[1], f[2], f[3][0] == 's')
 			                   ? "aligned"
