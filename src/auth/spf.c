@@ -749,39 +749,69 @@ static void name_fit(struct buf *b)
 	}
 }
 
-/* %{p}: the validated name of the client (RFC 7208 5.5, 7.3). 0, or RUN_NEED. */
+/* The PTR names of the client into *pa (NULL when there are none or DNS
+ * failed: both just mean no names, RFC 7208 5.5). 0, or RUN_NEED. */
+static int client_ptr(struct run *r, const struct dns_answer **pa)
+{
+	*pa = NULL;
+	struct buf rev = BUF_INIT;
+	if (dns_reverse_name(r->e->ip_text, &rev) != 0) {
+		buf_free(&rev);
+		return 0;
+	}
+	bool temp;
+	const struct dns_answer *a = lookup(r, buf_cstr(&rev), DNS_PTR, &temp);
+	buf_free(&rev);
+	if (r->need)
+		return RUN_NEED;
+	if (!temp && a != NULL && a->status == DNS_OK)
+		*pa = a;
+	return 0;
+}
+
+/* Is n the domain itself or a name under it (case-insensitive)? */
+static bool name_within(const char *n, const char *domain)
+{
+	size_t nl = strlen(n), dl = strlen(domain);
+	return strcasecmp(n, domain) == 0 ||
+	       (nl > dl && n[nl - dl - 1] == '.' && strcasecmp(n + nl - dl, domain) == 0);
+}
+
+/* Does a forward lookup of n give the client's address (*ok)? DNS errors
+ * just say no. 0, or RUN_NEED. */
+static int name_validated(struct run *r, const char *n, bool *ok)
+{
+	struct spf_eval *e = r->e;
+	bool temp;
+	*ok = false;
+	const struct dns_answer *aa = lookup(r, n, e->ipv6 ? DNS_AAAA : DNS_A, &temp);
+	if (r->need)
+		return RUN_NEED;
+	for (size_t k = 0; aa && !temp && aa->status == DNS_OK && k < aa->n && !*ok; k++)
+		*ok = addr_match(e, &aa->addrs[k], -1, -1);
+	return 0;
+}
+
+/* %{p}: the validated name of the client (RFC 7208 5.5, 7.3): one under
+ * domain if there is one, else the first validated one, else "unknown".
+ * 0, or RUN_NEED. */
 static int compute_ptr(struct run *r, const char *domain)
 {
 	if (r->have_ptr)
 		return 0;
-	struct spf_eval *e = r->e;
-	struct buf rev = BUF_INIT;
 	snprintf(r->ptr, sizeof r->ptr, "unknown");
-	if (dns_reverse_name(e->ip_text, &rev) != 0) {
-		buf_free(&rev);
-		r->have_ptr = true;
-		return 0;
-	}
-	bool temp;
-	const struct dns_answer *pa = lookup(r, buf_cstr(&rev), DNS_PTR, &temp);
-	buf_free(&rev);
-	if (r->need)
+	const struct dns_answer *pa;
+	if (client_ptr(r, &pa) == RUN_NEED)
 		return RUN_NEED;
 	const char *best = NULL;
-	for (size_t i = 0; pa && !temp && pa->status == DNS_OK && i < pa->n && i < SPF_MAX_NAMES;
-	     i++) {
+	for (size_t i = 0; pa && i < pa->n && i < SPF_MAX_NAMES; i++) {
 		const char *n = pa->names[i];
-		const struct dns_answer *aa = lookup(r, n, e->ipv6 ? DNS_AAAA : DNS_A, &temp);
-		if (r->need)
+		bool ok;
+		if (name_validated(r, n, &ok) == RUN_NEED)
 			return RUN_NEED;
-		bool ok = false;
-		for (size_t k = 0; aa && aa->status == DNS_OK && k < aa->n && !ok; k++)
-			ok = addr_match(e, &aa->addrs[k], -1, -1);
 		if (!ok)
 			continue;
-		size_t nl = strlen(n), dl = strlen(domain);
-		bool sub = strcasecmp(n, domain) == 0 || (nl > dl && n[nl - dl - 1] == '.' &&
-		                                             strcasecmp(n + nl - dl, domain) == 0);
+		bool sub = name_within(n, domain);
 		if (best == NULL || sub)
 			best = n;
 		if (sub)
@@ -876,33 +906,18 @@ static bool count_void(struct run *r, const char *name)
  * 0, or RUN_NEED. */
 static int compute_ptr_list(struct run *r, const char *target, int *match)
 {
-	struct spf_eval *e = r->e;
 	*match = 0;
-	struct buf rev = BUF_INIT;
-	if (dns_reverse_name(e->ip_text, &rev) != 0) {
-		buf_free(&rev);
-		return 0;
-	}
-	bool temp;
-	const struct dns_answer *pa = lookup(r, buf_cstr(&rev), DNS_PTR, &temp);
-	buf_free(&rev);
-	if (r->need)
+	const struct dns_answer *pa;
+	if (client_ptr(r, &pa) == RUN_NEED)
 		return RUN_NEED;
-	if (temp || pa == NULL || pa->status != DNS_OK)
-		return 0;
-	size_t tl = strlen(target);
-	for (size_t i = 0; i < pa->n && i < SPF_MAX_NAMES && !*match; i++) {
+	for (size_t i = 0; pa && i < pa->n && i < SPF_MAX_NAMES && !*match; i++) {
 		const char *n = pa->names[i];
-		size_t nl = strlen(n);
-		bool sub = strcasecmp(n, target) == 0 || (nl > tl && n[nl - tl - 1] == '.' &&
-		                                             strcasecmp(n + nl - tl, target) == 0);
-		if (!sub)
+		if (!name_within(n, target))
 			continue;
-		const struct dns_answer *aa = lookup(r, n, e->ipv6 ? DNS_AAAA : DNS_A, &temp);
-		if (r->need)
+		bool ok;
+		if (name_validated(r, n, &ok) == RUN_NEED)
 			return RUN_NEED;
-		for (size_t k = 0; aa && !temp && aa->status == DNS_OK && k < aa->n && !*match; k++)
-			*match = addr_match(e, &aa->addrs[k], -1, -1);
+		*match = ok;
 	}
 	return 0;
 }

@@ -106,6 +106,16 @@ const char *cli_config_path(const struct cli *cli)
 	return config_default_path(cli->config_path);
 }
 
+int cli_parse_seconds(const char *option, const char *s, unsigned max, unsigned *out)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 10);
+	if (*s < '0' || *s > '9' || *end != '\0' || v < 1 || v > max)
+		return cli_fail("%s '%s' is not a number of seconds from 1 to %u", option, s, max);
+	*out = (unsigned)v;
+	return 0;
+}
+
 bool cli_have_config(const struct cli *cli)
 {
 	const char *env = getenv("DAKIYA_CONFIG");

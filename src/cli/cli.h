@@ -45,6 +45,9 @@ int cli_load_config(struct cli *cli);
  * file? (Commands that also work on a machine without dakiya set up, such
  * as mx and spf, read it only then.) */
 bool cli_have_config(const struct cli *cli);
+/* A whole number of seconds from 1 to max in s (the value of option): 0,
+ * or the exit status of cli_fail() with what to give instead. */
+int cli_parse_seconds(const char *option, const char *s, unsigned max, unsigned *out);
 /* Load the config if needed and open the store in its data_dir (once); NULL
  * after printing the reason. */
 struct store *cli_open_store(struct cli *cli);

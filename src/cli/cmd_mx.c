@@ -180,15 +180,9 @@ int cmd_mx(struct cli *cli, int argc, char **argv)
 	}
 
 	unsigned secs = MX_TIMEOUT_DEFAULT;
-	if (timeout != NULL) {
-		char *end;
-		unsigned long v = strtoul(timeout, &end, 10);
-		if (*timeout < '0' || *timeout > '9' || *end != '\0' || v < 1 || v > 300) {
-			buf_free(&name);
-			return cli_fail(
-			    "--timeout '%s' is not a number of seconds from 1 to 300", timeout);
-		}
-		secs = (unsigned)v;
+	if (timeout != NULL && cli_parse_seconds("--timeout", timeout, 300, &secs) != 0) {
+		buf_free(&name);
+		return 1;
 	}
 
 	const char *cfg_family = "any";

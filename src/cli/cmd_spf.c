@@ -137,14 +137,8 @@ int cmd_spf(struct cli *cli, int argc, char **argv)
 		    (int)(n > 2 ? n - 2 : 0), from + 1);
 	}
 	unsigned secs = SPF_CLI_TIMEOUT;
-	if (timeout != NULL) {
-		char *end;
-		unsigned long v = strtoul(timeout, &end, 10);
-		if (*timeout < '0' || *timeout > '9' || *end != '\0' || v < 1 || v > 300)
-			return cli_fail(
-			    "--timeout '%s' is not a number of seconds from 1 to 300", timeout);
-		secs = (unsigned)v;
-	}
+	if (timeout != NULL && cli_parse_seconds("--timeout", timeout, 300, &secs) != 0)
+		return 1;
 	const char *cfg_resolver = "system", *receiver = NULL;
 	if (cli_have_config(cli)) {
 		if (cli_load_config(cli) != 0)
