@@ -1117,11 +1117,12 @@ struct dkim_signer *dkim_signer_new(
 		goto fail;
 	for (size_t i = 0; i < n; i++) {
 		if (dkim_key_type(keys[i].pkey) == NULL ||
-		    !domain_copy(keys[i].selector, strlen(keys[i].selector), true, s->sel[i]))
+		    !domain_copy(keys[i].selector, strlen(keys[i].selector), true, s->sel[i]) ||
+		    EVP_PKEY_up_ref(keys[i].pkey) != 1)
 			goto fail;
 		s->keys[i] = (struct dkim_sign_key){s->sel[i], keys[i].pkey};
+		s->n = i + 1;
 	}
-	s->n = n;
 	s->now = now;
 	dkim_body_canon_init(&s->canon, true);
 	s->bh = EVP_MD_CTX_new();
@@ -1269,6 +1270,8 @@ void dkim_signer_free(struct dkim_signer *s)
 	if (s == NULL)
 		return;
 	EVP_MD_CTX_free(s->bh);
+	for (size_t i = 0; i < s->n; i++)
+		EVP_PKEY_free(s->keys[i].pkey);
 	free(s);
 }
 

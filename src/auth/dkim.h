@@ -192,7 +192,8 @@ struct dkim_sign_key {
 };
 struct dkim_signer;
 /* Signatures by domain d with each of the n keys (n <= DKIM_SIGS_MAX),
- * relaxed/relaxed, t=now. NULL on a bad key or out of memory. */
+ * relaxed/relaxed, t=now; the signer holds its own reference to each key.
+ * NULL on a bad key or out of memory. */
 struct dkim_signer *dkim_signer_new(
     const char *d, const struct dkim_sign_key *keys, size_t n, int64_t now);
 void dkim_signer_body(struct dkim_signer *s, const char *p, size_t n);

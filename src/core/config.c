@@ -413,6 +413,15 @@ static int validate_family(cfg_t *c, cfg_opt_t *opt)
 	return -1;
 }
 
+static int validate_action(cfg_t *c, cfg_opt_t *opt)
+{
+	const char *s = cfg_opt_getnstr(opt, 0);
+	if (s && (strcmp(s, "refuse") == 0 || strcmp(s, "junk") == 0 || strcmp(s, "deliver") == 0))
+		return 0;
+	cfg_error(c, "checks.%s \"%s\" is not one of refuse, junk, deliver", opt->name, s ? s : "");
+	return -1;
+}
+
 static int validate_source(cfg_t *c, cfg_opt_t *opt)
 {
 	const char *s = cfg_opt_getnstr(opt, 0);
@@ -472,12 +481,18 @@ static cfg_t *config_schema(void)
 	static cfg_opt_t submission_opts[] = {
 		CFG_BOOL("plain_auth_loopback", cfg_false, CFGF_NONE),
 		CFG_BOOL("received_login", cfg_false, CFGF_NONE),
+		CFG_BOOL("dkim_sign", cfg_true, CFGF_NONE),
 		CFG_INT("user_messages_per_hour", 500, CFGF_NONE),
 		CFG_INT("user_recipients_per_hour", 2000, CFGF_NONE),
 		CFG_END()};
 	static cfg_opt_t checks_opts[] = {
 		CFG_BOOL("spf", cfg_true, CFGF_NONE),
 		CFG_INT("timeout", 20, CFGF_NONE),
+		CFG_BOOL("dkim", cfg_true, CFGF_NONE),
+		CFG_BOOL("dmarc", cfg_true, CFGF_NONE),
+		CFG_STR("dmarc_reject", "refuse", CFGF_NONE),
+		CFG_STR("dmarc_quarantine", "junk", CFGF_NONE),
+		CFG_STR("spf_fail", "junk", CFGF_NONE),
 		CFG_END()};
 	static cfg_opt_t local_opts[] = {
 		CFG_STR("socket", "", CFGF_NONE),
@@ -525,6 +540,9 @@ static cfg_t *config_schema(void)
 	}
 	cfg_set_validate_func(c, "delivery|source", validate_source);
 	cfg_set_validate_func(c, "delivery|family", validate_family);
+	cfg_set_validate_func(c, "checks|dmarc_reject", validate_action);
+	cfg_set_validate_func(c, "checks|dmarc_quarantine", validate_action);
+	cfg_set_validate_func(c, "checks|spf_fail", validate_action);
 	return c;
 }
 
@@ -677,12 +695,18 @@ static void fill_from_cfg(struct config *cfg, cfg_t *c, const char *base_dir)
 	cfg_t *sub = cfg_getsec(c, "submission");
 	cfg->submission.plain_auth_loopback = cfg_getbool(sub, "plain_auth_loopback");
 	cfg->submission.received_login = cfg_getbool(sub, "received_login");
+	cfg->submission.dkim_sign = cfg_getbool(sub, "dkim_sign");
 	cfg->submission.user_messages_per_hour = getuint(sub, "user_messages_per_hour");
 	cfg->submission.user_recipients_per_hour = getuint(sub, "user_recipients_per_hour");
 
 	cfg_t *chk = cfg_getsec(c, "checks");
 	cfg->checks.spf = cfg_getbool(chk, "spf");
 	cfg->checks.timeout = getuint(chk, "timeout");
+	cfg->checks.dkim = cfg_getbool(chk, "dkim");
+	cfg->checks.dmarc = cfg_getbool(chk, "dmarc");
+	cfg->checks.dmarc_reject = xstrdup(cfg_getstr(chk, "dmarc_reject"));
+	cfg->checks.dmarc_quarantine = xstrdup(cfg_getstr(chk, "dmarc_quarantine"));
+	cfg->checks.spf_fail = xstrdup(cfg_getstr(chk, "spf_fail"));
 
 	cfg_t *loc = cfg_getsec(c, "local");
 	cfg->local.socket = resolve_path(base_dir, cfg_getstr(loc, "socket"));
@@ -786,6 +810,9 @@ void config_free(struct config *cfg)
 	free(cfg->tls.key);
 	free(cfg->delivery.source);
 	free(cfg->delivery.family);
+	free(cfg->checks.dmarc_reject);
+	free(cfg->checks.dmarc_quarantine);
+	free(cfg->checks.spf_fail);
 	free(cfg->local.socket);
 	free_list(cfg->local.users);
 	memset(cfg, 0, sizeof *cfg);

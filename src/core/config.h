@@ -90,12 +90,21 @@ struct config {
 		bool plain_auth_loopback; /* offer AUTH without TLS to loopback clients (tests only)
 		                           */
 		bool received_login;      /* name the login in Received: (off: privacy) */
+		bool dkim_sign;           /* sign with the From domain's DKIM keys; default true */
 		unsigned user_messages_per_hour;   /* per authenticated user; default 500 */
 		unsigned user_recipients_per_hour; /* per authenticated user; default 2000 */
 	} submission;
 	struct {
 		bool spf;         /* SPF on mail received on the smtp listeners; default true */
 		unsigned timeout; /* seconds the checks of one message may take; default 20 */
+		bool dkim;        /* verify DKIM signatures; default true */
+		bool dmarc;       /* evaluate DMARC and apply the policy; default true */
+		/* what to do ("refuse", "junk" or "deliver") with a DMARC failure
+		 * under p=reject (default refuse), under p=quarantine (default
+		 * junk), and with an SPF fail from a domain without DMARC (junk) */
+		char *dmarc_reject;
+		char *dmarc_quarantine;
+		char *spf_fail;
 	} checks;
 	struct {
 		char *socket; /* unix socket for local submission (dakiya sendmail); "" = off */

@@ -18,6 +18,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "auth/dkim.h"
 #include "core/log.h"
 #include "queue/dsn.h"
 #include "queue/dsn_send.h"
@@ -33,6 +34,12 @@ static char *xstrdup(const char *s)
 }
 
 #define COMMIT_BATCH_MAX 512
+
+/* A DMARC row and the strings it points to. */
+struct store_dmarc_row_copy {
+	struct store_dmarc_row row;
+	char *s[11];
+};
 #define SUMMARY_MAX 998
 
 struct mq {
@@ -94,6 +101,83 @@ static void finish(struct accept_msg *m)
 	loopq_post(m->doneq, &m->done_item);
 }
 
+/* The DKIM signatures of a message in late mode, in front of its prefix. */
+static void sign_late(struct accept_msg *m)
+{
+	const char *h = m->hdr.data ? m->hdr.data : "";
+	size_t off = dkim_body_offset(h, m->hdr.len);
+	struct buf sigs = BUF_INIT, why = BUF_INIT;
+	buf_init(&sigs, 64 * 1024);
+	buf_init(&why, 256);
+	if (off == m->hdr.len && m->hdr.len >= ACCEPT_HDR_MAX)
+		log_warn(m->qid, "event=dkim-sign-skipped reason=\"header section too big\"");
+	else if (!dkim_signer_finish(m->signer, h, off, &sigs, &why))
+		log_warn(m->qid, "event=dkim-sign-failed reason=%s", log_str(buf_cstr(&why)));
+	else
+		accept_prepend(m, sigs.data, sigs.len);
+	buf_free(&sigs);
+	buf_free(&why);
+	dkim_signer_free(m->signer);
+	m->signer = NULL;
+}
+
+/* Late mode, on a sync thread: the blob file is our header lines and then
+ * the content file, made durable; the content file goes. 0 or -errno. */
+static int assemble(struct accept_msg *m)
+{
+	if (m->signer)
+		sign_late(m);
+	if (buf_err(&m->late_prefix))
+		return -EOVERFLOW;
+	int out = open(buf_cstr(&m->path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0)
+		return -errno;
+	int rc = 0;
+	const char *p = m->late_prefix.data;
+	for (size_t n = m->late_prefix.len; n > 0 && rc == 0;) {
+		ssize_t w = write(out, p, n);
+		if (w < 0 && errno != EINTR)
+			rc = -errno;
+		if (w > 0) {
+			p += w;
+			n -= (size_t)w;
+		}
+	}
+	off_t in_off = 0;
+	uint64_t left = m->size;
+	while (rc == 0 && left > 0) {
+		ssize_t c = copy_file_range(m->fd, &in_off, out, NULL, left, 0);
+		if (c < 0 &&
+		    (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL)) {
+			char b[65536];
+			c = pread(m->fd, b, sizeof b, in_off);
+			if (c > 0 && write(out, b, (size_t)c) != c)
+				c = -1;
+			if (c > 0)
+				in_off += c;
+		}
+		if (c < 0 && errno == EINTR)
+			continue;
+		if (c <= 0) {
+			rc = c < 0 ? -errno : -EIO;
+			break;
+		}
+		left -= (uint64_t)c;
+	}
+	if (rc == 0 && fdatasync(out) < 0)
+		rc = -errno;
+	if (close(out) < 0 && rc == 0)
+		rc = -errno;
+	if (rc != 0) {
+		unlink(buf_cstr(&m->path));
+		return rc;
+	}
+	unlink(buf_cstr(&m->part));
+	m->size += m->late_prefix.len;
+	m->prefix_len += m->late_prefix.len;
+	return 0;
+}
+
 static void *sync_main(void *arg)
 {
 	struct accept_ctx *ctx = arg;
@@ -110,9 +194,11 @@ static void *sync_main(void *arg)
 		int rc = 0;
 		if (m->write_errno)
 			rc = -m->write_errno;
+		else if (m->late)
+			rc = assemble(m);
 		else if (fdatasync(m->fd) < 0)
 			rc = -errno;
-		if (close(m->fd) < 0 && rc == 0)
+		if (m->fd >= 0 && close(m->fd) < 0 && rc == 0)
 			rc = -errno;
 		m->fd = -1;
 
@@ -123,6 +209,8 @@ static void *sync_main(void *arg)
 			log_err(m->qid, "event=sync-failed path=%s error=\"%s\"",
 			    buf_cstr(&m->path), strerror(-rc));
 			unlink(buf_cstr(&m->path));
+			if (m->late)
+				unlink(buf_cstr(&m->part));
 			m->rc = rc;
 			finish(m);
 			pthread_mutex_lock(&ctx->mu);
@@ -305,7 +393,18 @@ static void commit_batch(struct accept_ctx *ctx, struct accept_msg **ms, size_t 
 		    .remote_notify = (const char *const *)m->remote_notify,
 		    .remote_orcpt = (const char *const *)m->remote_orcpt,
 		    .dropped = dropped[i] = calloc(m->nusers ? m->nusers : 1, sizeof(bool)),
+		    .dmarc = m->dmarc ? &m->dmarc->row : NULL,
 		};
+		if (m->junk) {
+			static const char *const junk[] = {"Junk"};
+			/* every user of the message gets the same folder */
+			const char **f = calloc(m->nusers ? m->nusers : 1, sizeof *f);
+			for (size_t u = 0; f && u < m->nusers; u++)
+				f[u] = junk[0];
+			ds[i].folders = f;
+			if (f == NULL)
+				rc = -ENOMEM;
+		}
 		if (dropped[i] == NULL)
 			rc = -ENOMEM;
 	}
@@ -335,6 +434,8 @@ static void commit_batch(struct accept_ctx *ctx, struct accept_msg **ms, size_t 
 		if (fn != NULL)
 			fn(fn_arg);
 	}
+	for (size_t i = 0; ds && i < n; i++)
+		free((void *)ds[i].folders);
 	for (size_t i = 0; i < n; i++) {
 		if (sums)
 			for (int k = 0; k < 4; k++)
@@ -437,14 +538,17 @@ void accept_set_notify(struct accept_ctx *ctx, accept_notify_fn fn, void *arg)
 	pthread_mutex_unlock(&ctx->mu);
 }
 
-struct accept_msg *accept_begin(struct store *st)
+struct accept_msg *accept_begin(struct store *st, bool late)
 {
 	struct accept_msg *m = calloc(1, sizeof *m);
 	if (m == NULL)
 		return NULL;
 	m->fd = -1;
+	m->late = late;
 	buf_init(&m->path, 4096);
 	buf_init(&m->dir, 4096);
+	buf_init(&m->part, 4096 + 8);
+	buf_init(&m->late_prefix, ACCEPT_HDR_MAX);
 	buf_init(&m->hdr, ACCEPT_HDR_MAX);
 	util_queue_id(m->qid);
 	m->received_ms = util_now_ms();
@@ -454,7 +558,13 @@ struct accept_msg *accept_begin(struct store *st)
 		errno = EIO;
 		return NULL;
 	}
-	m->fd = open(buf_cstr(&m->path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	const char *file = buf_cstr(&m->path);
+	if (late) {
+		buf_printf(&m->part, "%s.part", buf_cstr(&m->path));
+		file = buf_cstr(&m->part);
+	}
+	/* late: read back when the blob is assembled */
+	m->fd = open(file, (late ? O_RDWR : O_WRONLY) | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (m->fd < 0) {
 		int e = errno;
 		accept_free(m);
@@ -484,8 +594,66 @@ static void write_all(struct accept_msg *m, const char *p, size_t n)
 
 void accept_write_prefix(struct accept_msg *m, const void *p, size_t n)
 {
+	if (m->late) {
+		buf_append(&m->late_prefix, p, n);
+		return;
+	}
 	write_all(m, p, n);
 	m->prefix_len += n;
+}
+
+void accept_prepend(struct accept_msg *m, const void *p, size_t n)
+{
+	if (!m->late || n == 0)
+		return;
+	struct buf b = BUF_INIT;
+	buf_init(&b, ACCEPT_HDR_MAX);
+	buf_append(&b, p, n);
+	buf_append(&b, m->late_prefix.data, m->late_prefix.len);
+	if (buf_err(&b) || buf_err(&m->late_prefix))
+		b.err = true;
+	buf_free(&m->late_prefix);
+	m->late_prefix = b;
+}
+
+static void dmarc_copy_free(struct store_dmarc_row_copy *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < sizeof c->s / sizeof c->s[0]; i++)
+		free(c->s[i]);
+	free(c);
+}
+
+void accept_set_dmarc(struct accept_msg *m, const struct store_dmarc_row *r)
+{
+	dmarc_copy_free(m->dmarc);
+	struct store_dmarc_row_copy *c = calloc(1, sizeof *c);
+	if (c == NULL)
+		abort();
+	const char *from[11] = {r->queue_id, r->source_ip, r->header_from, r->envelope_from,
+	    r->policy_domain, r->policy, r->disposition, r->dmarc, r->spf, r->dkim, r->rua};
+	for (size_t i = 0; i < 11; i++)
+		c->s[i] = xstrdup(from[i]);
+	c->row = *r;
+	c->row.queue_id = c->s[0];
+	c->row.source_ip = c->s[1];
+	c->row.header_from = c->s[2];
+	c->row.envelope_from = c->s[3];
+	c->row.policy_domain = c->s[4];
+	c->row.policy = c->s[5];
+	c->row.disposition = c->s[6];
+	c->row.dmarc = c->s[7];
+	c->row.spf = c->s[8];
+	c->row.dkim = c->s[9];
+	c->row.rua = c->s[10];
+	m->dmarc = c;
+}
+
+void accept_set_signer(struct accept_msg *m, struct dkim_signer *signer)
+{
+	dkim_signer_free(m->signer);
+	m->signer = signer;
 }
 
 void accept_write(struct accept_msg *m, const void *p, size_t n)
@@ -589,7 +757,9 @@ void accept_abort(struct accept_msg *m)
 		close(m->fd);
 		m->fd = -1;
 	}
-	if (m->path.len)
+	if (m->late && m->part.len)
+		unlink(buf_cstr(&m->part));
+	else if (m->path.len)
 		unlink(buf_cstr(&m->path));
 	accept_free(m);
 }
@@ -603,6 +773,10 @@ void accept_free(struct accept_msg *m)
 	buf_free(&m->path);
 	buf_free(&m->dir);
 	buf_free(&m->hdr);
+	buf_free(&m->part);
+	buf_free(&m->late_prefix);
+	dkim_signer_free(m->signer);
+	dmarc_copy_free(m->dmarc);
 	free(m->mail_from);
 	free_list(m->users, m->nusers);
 	free_list(m->remote, m->nremote);

@@ -34,6 +34,7 @@ struct event;
 struct store;
 struct accept_ctx;
 struct accept_msg;
+struct dkim_signer;
 
 typedef void (*accept_cb)(struct accept_msg *m, void *arg);
 
@@ -61,6 +62,15 @@ struct accept_msg {
 	int64_t received_ms;
 	struct buf hdr;    /* the start of the content, to find summary headers */
 	size_t prefix_len; /* bytes of our own prepended headers in the blob */
+	/* late prefix (accept_begin with late): the content goes to part (the
+	 * blob path + ".part") and our header lines wait in late; the sync
+	 * thread writes the blob as late + part (and signs first, if signer) */
+	bool late;
+	struct buf part;
+	struct buf late_prefix;
+	struct dkim_signer *signer; /* owned; signs the content, see accept_set_signer */
+	bool junk;                  /* file into the users' Junk folders (the checks said so) */
+	struct store_dmarc_row_copy *dmarc; /* the DMARC result to store, NULL if none */
 	/* envelope */
 	char *mail_from;
 	char **users;
@@ -100,10 +110,23 @@ typedef void (*accept_notify_fn)(void *arg);
 void accept_set_notify(struct accept_ctx *ctx, accept_notify_fn fn, void *arg);
 
 /* Begin a message: new queue id, blob file created (O_EXCL, 0600). NULL on
- * failure with errno set. st is the caller's store connection (for paths). */
-struct accept_msg *accept_begin(struct store *st);
+ * failure with errno set. st is the caller's store connection (for paths).
+ * late: our header lines may still be added at the end of the content
+ * (accept_prepend: verdicts known only then), at the cost of one more file
+ * and copy per message. */
+struct accept_msg *accept_begin(struct store *st, bool late);
 /* Append our own prepended header lines (Received:, ...), before any content. */
 void accept_write_prefix(struct accept_msg *m, const void *p, size_t n);
+/* Late mode: header lines to go in front of everything written so far. */
+void accept_prepend(struct accept_msg *m, const void *p, size_t n);
+/* Late mode: sign the message (the content as written: header section and
+ * body) off the loop, before the sync; m owns signer, which must have been
+ * fed the body. A signing failure is logged and the message goes
+ * unsigned. */
+void accept_set_signer(struct accept_msg *m, struct dkim_signer *signer);
+/* The message's DMARC result, stored with it (copied). */
+struct store_dmarc_row;
+void accept_set_dmarc(struct accept_msg *m, const struct store_dmarc_row *r);
 /* Append content; errors are sticky in write_errno. */
 void accept_write(struct accept_msg *m, const void *p, size_t n);
 /* Envelope: copies the strings. */

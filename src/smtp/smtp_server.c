@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "auth/pwcheck.h"
+#include "auth/dmarc.h"
 #include "core/log.h"
 #include "dns/dns.h"
 #include "core/tls.h"
@@ -84,6 +85,7 @@ struct server {
 	struct tls_server *tls;
 	struct pwcheck_pool *pw;
 	struct auth_throttle *throttle;
+	struct dmarc_psl *psl; /* the Public Suffix List, when checks.dmarc */
 	pthread_mutex_t user_mu;
 	struct user_count *users[IP_BUCKETS];
 };
@@ -166,6 +168,11 @@ struct accept_ctx *server_accept_ctx(struct server *srv)
 {
 	return srv->accept;
 }
+const struct dmarc_psl *server_psl(struct server *srv)
+{
+	return srv->psl;
+}
+
 struct tls_server *server_tls(struct server *srv)
 {
 	return srv->tls;
@@ -265,9 +272,9 @@ static int worker_init(struct server *srv, struct worker *w, unsigned index, str
 	w->store = store_open(srv->cfg->data_dir, err);
 	if (w->store == NULL)
 		return -1;
-	if (srv->cfg->checks.spf) {
-		/* SPF lookups of received mail: short per-query timeouts, the
-		 * session also bounds the whole check (checks.timeout) */
+	if (srv->cfg->checks.spf || srv->cfg->checks.dkim || srv->cfg->checks.dmarc) {
+		/* SPF, DKIM key and DMARC lookups of received mail: short
+		 * per-query timeouts, the session also bounds SPF (checks.timeout) */
 		struct dns_options opt = {srv->cfg->resolver, 5000};
 		w->dns = dns_resolver_new(w->base, &opt, err);
 		if (w->dns == NULL)
@@ -589,6 +596,12 @@ int smtp_server_run(const struct config *cfg)
 		goto out;
 	}
 	srv.throttle = auth_throttle_new(100000, 10, 900);
+	if (cfg->checks.dmarc) {
+		srv.psl = dmarc_psl_load(NULL);
+		if (srv.psl == NULL)
+			log_warn("-", "event=dmarc-off reason=\"the Public Suffix List cannot be "
+			              "loaded (install publicsuffix)\"");
+	}
 	srv.accept = accept_start(cfg->data_dir, cfg->hostname, 8, &err);
 	if (srv.accept == NULL) {
 		log_err("-", "event=startup-failed error=\"%s\"", buf_cstr(&err));
@@ -662,6 +675,7 @@ out:
 	delivery_stop(srv.delivery); /* delivery (issue 4) */
 	pwcheck_pool_free(srv.pw);
 	auth_throttle_free(srv.throttle);
+	dmarc_psl_free(srv.psl);
 	tls_server_free(srv.tls);
 	for (size_t i = 0; i < srv.nlisteners; i++)
 		evconnlistener_free(srv.listeners[i].lev);

@@ -38,8 +38,9 @@ struct worker {
 	unsigned index;
 	pthread_t thread;
 	struct event_base *base;
-	struct store *store;      /* this thread's connection */
-	struct dns_resolver *dns; /* this loop's resolver (SPF); NULL when checks.spf is off */
+	struct store *store; /* this thread's connection */
+	struct dns_resolver
+	    *dns; /* this loop's resolver (SPF, DKIM, DMARC); NULL when all are off */
 	const struct config *cfg;
 	struct server *server;
 	struct loopq doneq;     /* work finished by helper threads for this loop */
@@ -59,6 +60,9 @@ struct accept_ctx *server_accept_ctx(struct server *srv);
 /* NULL when no certificate is configured. */
 struct tls_server *server_tls(struct server *srv);
 struct pwcheck_pool *server_pwcheck(struct server *srv);
+/* The Public Suffix List for DMARC; NULL when DMARC is off. */
+struct dmarc_psl;
+const struct dmarc_psl *server_psl(struct server *srv);
 struct auth_throttle *server_throttle(struct server *srv);
 /* Per-user hourly sending limits: count msgs messages and rcpts recipients
  * for user; false (nothing counted) if that would pass a limit. Thread-safe. */

@@ -28,6 +28,7 @@
 #include <event2/event.h>
 #include <inttypes.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <sys/socket.h>
@@ -37,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth/dkim.h"
+#include "auth/msgcheck.h"
 #include "auth/pwcheck.h"
 #include "auth/sasl.h"
 #include "auth/spf.h"
@@ -70,6 +73,7 @@ enum smtp_state {
 	S_AUTH,       /* AUTH: waiting for the client's next SASL response line */
 	S_AUTH_CHECK, /* AUTH: password check (or failure delay) pending, input paused */
 	S_SPF_WAIT,   /* DATA/BDAT waits for the SPF check of MAIL FROM, input paused */
+	S_CHECK_WAIT, /* end of data waits for DKIM keys and DMARC records, input paused */
 	S_CLOSING,    /* last reply queued; close once it is written */
 };
 
@@ -100,6 +104,8 @@ static const char *state_name(enum smtp_state st)
 		return "auth-check";
 	case S_SPF_WAIT:
 		return "spf-wait";
+	case S_CHECK_WAIT:
+		return "check-wait";
 	case S_CLOSING:
 		return "closing";
 	default:
@@ -132,6 +138,13 @@ struct txn {
 	struct spf_eval *spf;    /* done */
 	struct event *spf_timer; /* bounds the check: checks.timeout */
 	bool spf_timed_out;
+	/* DKIM, DMARC and the policy (received mail): set up when the header
+	 * section is complete, decided at the end of data; the blob is in late
+	 * mode, Authentication-Results goes in front at the end */
+	struct msgcheck *mc;
+	bool body_out; /* the header section went to the blob: the rest is body */
+	/* submission: DKIM signing with the From domain's keys (late mode) */
+	struct dkim_signer *signer;
 	struct accept_msg *msg;
 	struct buf out;          /* content waiting to be written to the blob */
 	struct smtp_hdr_scan hs; /* where the header section ends */
@@ -284,6 +297,13 @@ static bool may_relay(const struct smtp_session *s)
 	return s->auth_user || s->local_user;
 }
 
+/* A client whose mail gets the trust checks: not one of our users, not a
+ * local program, not on a submission listener. */
+static bool checked_client(const struct smtp_session *s)
+{
+	return !is_submission(s) && !may_relay(s) && s->ss.ss_family != AF_UNIX;
+}
+
 static bool peer_loopback(const struct smtp_session *s)
 {
 	if (s->ss.ss_family == AF_UNIX)
@@ -347,6 +367,8 @@ static void txn_free(struct txn *t)
 	accept_rcpts_free(t->lrcpts, t->nlrcpts);
 	spf_cancel(t->spf_req);
 	spf_eval_free(t->spf);
+	msgcheck_free(t->mc);
+	dkim_signer_free(t->signer);
 	if (t->spf_timer)
 		event_free(t->spf_timer);
 	accept_abort(t->msg);
@@ -634,6 +656,79 @@ static void strip_forged_ar(struct smtp_session *s, struct txn *t)
 	t->out = n;
 }
 
+/* The signing keys of a domain (store_dkim_list's callback): the newest of
+ * each algorithm, read from their PEM files. */
+struct dkim_keys_found {
+	struct store *st;
+	const char *domain;
+	struct dkim_sign_key keys[DKIM_SIGS_MAX];
+	char sel[DKIM_SIGS_MAX][64];
+	size_t n;
+};
+
+static void keys_found(void *arg, const struct store_dkim_key *k)
+{
+	struct dkim_keys_found *kf = arg;
+	if (!k->signing || kf->n == DKIM_SIGS_MAX || strlen(k->selector) >= sizeof kf->sel[0])
+		return;
+	struct buf path = BUF_INIT;
+	buf_init(&path, 4096);
+	EVP_PKEY *pk = NULL;
+	if (store_dkim_path(kf->st, kf->domain, k->selector, &path) == STORE_OK) {
+		FILE *f = fopen(buf_cstr(&path), "re");
+		if (f != NULL) {
+			pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+			fclose(f);
+		}
+		if (pk == NULL)
+			log_warn("-", "event=dkim-key-unreadable domain=%s selector=%s path=%s",
+			    kf->domain, log_str(k->selector), log_str(buf_cstr(&path)));
+	}
+	buf_free(&path);
+	if (pk == NULL)
+		return;
+	snprintf(kf->sel[kf->n], sizeof kf->sel[0], "%s", k->selector);
+	kf->keys[kf->n] = (struct dkim_sign_key){kf->sel[kf->n], pk};
+	kf->n++;
+}
+
+static void dkim_keys_found_free(struct dkim_keys_found *kf)
+{
+	for (size_t i = 0; i < kf->n; i++)
+		EVP_PKEY_free(kf->keys[i].pkey);
+	kf->n = 0;
+}
+
+/* Submission: the signing keys of the From domain, if it has any; the
+ * message is signed with them at the end (accept_set_signer). */
+static void sign_setup(struct smtp_session *s, struct txn *t, const char *h, size_t hlen)
+{
+	char dom[DKIM_DOMAIN_MAX + 1];
+	msgcheck_author_domain(h, hlen, dom, sizeof dom);
+	if (dom[0] == '\0')
+		return;
+	struct dkim_keys_found kf = {.st = s->w->store, .domain = dom};
+	if (store_dkim_list(s->w->store, dom, keys_found, &kf) != STORE_OK || kf.n == 0) {
+		dkim_keys_found_free(&kf);
+		return;
+	}
+	t->signer = dkim_signer_new(dom, kf.keys, kf.n, (int64_t)time(NULL));
+	if (t->signer == NULL)
+		log_warn(t->msg->qid, "event=dkim-sign-failed domain=%s reason=\"bad key\"", dom);
+	dkim_keys_found_free(&kf);
+}
+
+/* The header section is complete (h, hlen as written to the blob, after
+ * our changes): start the checks of received mail, or find the signing
+ * keys of a submitted one. */
+static void header_complete(struct smtp_session *s, struct txn *t, const char *h, size_t hlen)
+{
+	if (t->mc)
+		msgcheck_header(t->mc, h, hlen);
+	if (t->submission && t->msg->late)
+		sign_setup(s, t, h, hlen);
+}
+
 /* Flush staged content to the blob. A submitted message's header section is
  * held back until it is complete, so that missing Date:/Message-ID: can be
  * added in front of it and its From: checked (unless final: the end). */
@@ -664,10 +759,40 @@ static void flush_out(struct smtp_session *s, struct txn *t, bool final)
 		t->hdr_fixed = true;
 	}
 	if (t->out.len) {
+		size_t body = 0;
+		if (!t->body_out && t->hdr_fixed && !t->hdr_too_big) {
+			body = dkim_body_offset(t->out.data, t->out.len);
+			header_complete(s, t, t->out.data, body);
+			t->body_out = true;
+		}
+		if (t->body_out && t->out.len > body) {
+			if (t->mc)
+				msgcheck_body(t->mc, t->out.data + body, t->out.len - body);
+			if (t->signer)
+				dkim_signer_body(t->signer, t->out.data + body, t->out.len - body);
+		}
 		accept_write(t->msg, t->out.data, t->out.len);
 		buf_reset(&t->out);
 		t->scanned = 0;
 	}
+}
+
+static void commit_now(struct smtp_session *s);
+static bool apply_checks(struct smtp_session *s);
+
+/* Every DKIM key and DMARC record is in: decide, then commit or refuse. */
+static void checks_done(struct msgcheck *mc, void *arg)
+{
+	(void)mc;
+	struct smtp_session *s = arg;
+	if (s->state != S_CHECK_WAIT)
+		return;
+	if (apply_checks(s)) {
+		commit_now(s);
+		return;
+	}
+	bufferevent_enable(s->bev, EV_READ);
+	smtp_process(s);
 }
 
 static void start_commit(struct smtp_session *s)
@@ -683,12 +808,146 @@ static void start_commit(struct smtp_session *s)
 		enter_state(s, S_READY);
 		return;
 	}
+	if (!t->body_out)
+		header_complete(s, t, "", 0); /* an empty message */
+	if (t->mc != NULL) {
+		if (!msgcheck_end(t->mc, checks_done, s)) {
+			enter_state(s, S_CHECK_WAIT);
+			bufferevent_disable(s->bev, EV_READ);
+			return;
+		}
+		if (!apply_checks(s))
+			return;
+	}
+	commit_now(s);
+}
+
+static void commit_now(struct smtp_session *s)
+{
+	struct txn *t = s->tx;
+	if (t->signer != NULL) {
+		accept_set_signer(t->msg, t->signer);
+		t->signer = NULL;
+	}
 	accept_set_envelope(t->msg, t->mail_from, t->users, t->nusers, t->remote, t->nremote);
 	accept_set_dsn(
 	    t->msg, t->envid, t->ret, t->remote_notify, t->remote_orcpt, t->lrcpts, t->nlrcpts);
 	enter_state(s, S_COMMIT);
 	bufferevent_disable(s->bev, EV_READ);
 	accept_commit(server_accept_ctx(s->w->server), t->msg, &s->w->doneq, commit_done, s);
+}
+
+/* The SPF verdict as the checks take it. */
+static void spf_for_checks(struct smtp_session *s, struct msgcheck_spf *sp)
+{
+	struct txn *t = s->tx;
+	*sp = (struct msgcheck_spf){0};
+	if (t->spf == NULL && !t->spf_timed_out)
+		return;
+	sp->checked = true;
+	bool helo = t->spf ? strcmp(spf_eval_identity(t->spf), "helo") == 0 : !t->mail_from[0];
+	sp->helo = helo;
+	sp->value = helo ? (s->helo ? s->helo : "") : t->mail_from;
+	const char *at = strrchr(t->mail_from, '@');
+	sp->domain = helo ? sp->value : at ? at + 1 : "";
+	if (t->spf) {
+		sp->result = spf_eval_result(t->spf);
+		sp->reason = spf_eval_reason(t->spf);
+	} else {
+		sp->result = SPF_TEMPERROR;
+		sp->reason = "the check took too long";
+	}
+}
+
+static enum msgcheck_action action_named(const char *n)
+{
+	return strcmp(n, "refuse") == 0 ? MSGCHECK_REFUSE
+	       : strcmp(n, "junk") == 0 ? MSGCHECK_JUNK
+	                                : MSGCHECK_DELIVER;
+}
+
+/* The end of data of received mail, every answer in: DKIM, DMARC and the
+ * policy. Writes Authentication-Results in front of the message and files
+ * it in Junk if so decided; or refuses it (the reply is queued, the
+ * transaction is gone). true: go on and commit. */
+static bool apply_checks(struct smtp_session *s)
+{
+	struct txn *t = s->tx;
+	const struct config *c = s->w->cfg;
+	struct msgcheck_spf sp;
+	spf_for_checks(s, &sp);
+	struct msgcheck_policy pol = {
+	    action_named(c->checks.dmarc_reject),
+	    action_named(c->checks.dmarc_quarantine),
+	    action_named(c->checks.spf_fail),
+	};
+	msgcheck_finish(t->mc, &sp, &pol);
+	enum msgcheck_action act = msgcheck_action(t->mc);
+	const struct dmarc_verdict *v = msgcheck_dmarc(t->mc);
+	struct buf dk = BUF_INIT, spf = BUF_INIT, rua = BUF_INIT;
+	buf_init(&dk, 4096);
+	buf_init(&spf, 1024);
+	buf_init(&rua, 4096);
+	msgcheck_dkim_summary(t->mc, &dk);
+	log_info(t->msg->qid,
+	    "event=checks session=%s from_domain=%s spf=%s dkim=\"%s\" dmarc=%s policy=%s "
+	    "action=%s reason=%s",
+	    s->id, log_str(msgcheck_from_domain(t->mc)),
+	    sp.checked ? spf_result_name(sp.result) : "-", log_str(buf_cstr(&dk)),
+	    v ? dmarc_result_name(v->result) : "-",
+	    v && v->have_policy ? dmarc_policy_name(v->policy) : "-", msgcheck_action_name(act),
+	    log_str(msgcheck_why(t->mc)));
+	struct store_dmarc_row row = {0};
+	if (v != NULL) {
+		buf_printf(&spf, "%s %s", sp.checked ? spf_result_name(sp.result) : "none",
+		    sp.domain ? sp.domain : "");
+		for (size_t i = 0; v->have_policy && i < v->rec.nrua; i++)
+			buf_printf(&rua, "%s%s", i ? "," : "", v->rec.rua[i]);
+		row = (struct store_dmarc_row){
+		    .time = (int64_t)time(NULL),
+		    .queue_id = t->msg->qid,
+		    .source_ip = s->ip,
+		    .header_from = msgcheck_from_domain(t->mc),
+		    .envelope_from = t->mail_from,
+		    .policy_domain = v->have_policy ? v->record_domain : "",
+		    .policy = v->have_policy ? dmarc_policy_name(v->policy) : "",
+		    .disposition = msgcheck_disposition(t->mc),
+		    .dmarc = dmarc_result_name(v->result),
+		    .spf = buf_cstr(&spf),
+		    .spf_aligned = v->spf == DMARC_ALIGN_PASS,
+		    .dkim = buf_cstr(&dk),
+		    .dkim_aligned = v->dkim == DMARC_ALIGN_PASS,
+		    .rua = buf_cstr(&rua),
+		};
+	}
+	bool go_on = true;
+	if (act == MSGCHECK_REFUSE) {
+		if (v != NULL && store_dmarc_add(s->w->store, &row) != STORE_OK)
+			log_warn(t->msg->qid, "event=dmarc-row-failed error=%s",
+			    log_str(store_error(s->w->store)));
+		log_info(t->msg->qid, "event=reject session=%s code=550 reason=checks ip=%s", s->id,
+		    s->ip);
+		reply(s, "550 5.7.1 Message refused: %s", msgcheck_why(t->mc));
+		txn_reset(s);
+		enter_state(s, S_READY);
+		go_on = false;
+	} else {
+		struct buf h = BUF_INIT;
+		buf_init(&h, 16384);
+		msgcheck_auth_results(t->mc, c->hostname, &sp, &h);
+		if (buf_err(&h))
+			t->msg->write_errno = EOVERFLOW;
+		else
+			accept_prepend(t->msg, h.data, h.len);
+		buf_free(&h);
+		t->msg->junk = act == MSGCHECK_JUNK;
+		if (v != NULL)
+			accept_set_dmarc(t->msg, &row);
+	}
+	buf_free(&dk);
+	buf_free(&spf);
+	buf_free(&rua);
+	return go_on;
 }
 
 /* A header comment: printable ASCII and spaces, no parentheses or
@@ -732,7 +991,16 @@ static void write_auth_results(struct smtp_session *s)
 static bool begin_message(struct smtp_session *s)
 {
 	struct txn *t = s->tx;
-	t->msg = accept_begin(s->w->store);
+	const struct config *c = s->w->cfg;
+	bool check = checked_client(s) && s->w->dns != NULL && (c->checks.dkim || c->checks.dmarc);
+	bool sign = may_relay(s) && c->submission.dkim_sign;
+	t->msg = accept_begin(s->w->store, check || sign);
+	if (t->msg != NULL && check) {
+		t->mc = msgcheck_new(s->w->dns, server_psl(s->w->server), c->checks.dkim,
+		    c->checks.dmarc, (int64_t)time(NULL));
+		if (t->mc == NULL)
+			log_warn(s->id, "event=checks-off reason=\"out of memory\"");
+	}
 	if (t->msg == NULL) {
 		log_err(s->id, "event=blob-create-failed error=\"%s\"", strerror(errno));
 		return false;
@@ -744,7 +1012,8 @@ static bool begin_message(struct smtp_session *s)
 	t->strip_ar = !t->submission;
 	buf_init(&t->out, t->hdr_limit + 2 * OUT_FLUSH + 16);
 	smtp_hdr_scan_init(&t->hs);
-	write_auth_results(s);
+	if (t->mc == NULL)
+		write_auth_results(s); /* SPF alone: known already */
 	write_received(s);
 	return true;
 }
@@ -808,7 +1077,7 @@ static void spf_timeout_cb(evutil_socket_t fd, short what, void *arg)
 /* At MAIL from a client that is not one of our users: check its SPF. */
 static void spf_start(struct smtp_session *s, struct txn *t)
 {
-	if (s->w->dns == NULL || is_submission(s) || may_relay(s) || s->ss.ss_family == AF_UNIX)
+	if (!s->w->cfg->checks.spf || s->w->dns == NULL || !checked_client(s))
 		return;
 	struct spf_params p = {
 	    .ip = s->ip,
@@ -1851,7 +2120,7 @@ static void smtp_process(struct smtp_session *s)
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	for (;;) {
 		if (s->state == S_COMMIT || s->state == S_CLOSING || s->state == S_TLS ||
-		    s->state == S_AUTH_CHECK || s->state == S_SPF_WAIT)
+		    s->state == S_AUTH_CHECK || s->state == S_SPF_WAIT || s->state == S_CHECK_WAIT)
 			return;
 		if (evbuffer_get_length(bufferevent_get_output(s->bev)) > OUTPUT_PAUSE) {
 			/* the peer does not read its replies: wait for the output to drain */

@@ -155,12 +155,62 @@ struct store_delivery {
 	 * existed at commit time (deleted since RCPT), so nothing was stored for
 	 * them; the caller tells the sender */
 	bool *dropped;
+	/* the DMARC result of a received message, NULL if none */
+	const struct store_dmarc_row *dmarc;
 };
 /* Commit a batch of accepted messages in ONE transaction: each delivered into
  * its users' mailboxes (new UID and MODSEQ per mailbox), remote recipients
  * into the queue. The blob files must already be on stable storage. On
  * return STORE_OK everything is durable (synchronous=FULL). */
 int store_deliver_batch(struct store *st, const struct store_delivery *d, size_t n);
+
+/* ---- DKIM keys (dakiya dkim) ----
+ * A domain's signing keys: the row holds the public record, the private key
+ * is the file store_dkim_path() names (mode 0600 in a 0700 directory). Of
+ * each algorithm the newest key signs; older ones are still listed (and
+ * published by `dns records`) so that mail signed with them still verifies,
+ * until they are deleted. */
+struct store_dkim_key {
+	const char *selector;
+	const char *algorithm; /* "rsa" or "ed25519" */
+	const char *record;    /* "v=DKIM1; k=rsa; p=..." */
+	time_t created;
+	bool signing; /* the newest of its algorithm */
+};
+/* STORE_NOTLOCAL when the domain is not ours, STORE_EXISTS for a selector
+ * the domain already has. */
+int store_dkim_add(struct store *st, const char *domain, const char *selector,
+    const char *algorithm, const char *record);
+int store_dkim_del(struct store *st, const char *domain, const char *selector);
+/* Oldest first; STORE_NOTLOCAL when the domain is not ours. */
+int store_dkim_list(struct store *st, const char *domain,
+    void (*cb)(void *arg, const struct store_dkim_key *k), void *arg);
+/* data_dir/dkim/<domain>/<selector>.pem (domain lower case) */
+int store_dkim_path(struct store *st, const char *domain, const char *selector, struct buf *path);
+
+/* ---- DMARC results, for aggregate reports ---- */
+struct store_dmarc_row {
+	int64_t time;
+	const char *queue_id;
+	const char *source_ip;
+	const char *header_from;
+	const char *envelope_from;
+	const char *policy_domain;
+	const char *policy;
+	const char *disposition;
+	const char *dmarc;
+	const char *spf;
+	bool spf_aligned;
+	const char *dkim;
+	bool dkim_aligned;
+	const char *rua;
+};
+/* One row on its own (a refused message); the accepted ones go with their
+ * delivery (store_delivery.dmarc). */
+int store_dmarc_add(struct store *st, const struct store_dmarc_row *r);
+/* Every row of policy_domain (all if NULL) since time, oldest first. */
+int store_dmarc_list(struct store *st, const char *policy_domain, int64_t since,
+    void (*cb)(void *arg, const struct store_dmarc_row *r), void *arg);
 
 /* ---- the outbound queue (dakiya queue) ---- */
 /* A queue entry is one accepted message with remote recipients (queue and

@@ -134,6 +134,38 @@ const struct store_migration store_migrations[] = {
     /* the delivery thread sends at most one delay warning per entry */
     {"queue: delay warning sent",
         "ALTER TABLE queue ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;"},
+    /* DKIM signing keys: the public record here, the private key in the
+     * file data_dir/dkim/<domain>/<selector>.pem (0600); the newest key of
+     * each algorithm signs, older ones stay published until deleted */
+    {"dkim keys", "CREATE TABLE dkim_keys ("
+                  "  id INTEGER PRIMARY KEY,"
+                  "  domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,"
+                  "  selector TEXT NOT NULL COLLATE NOCASE,"
+                  "  algorithm TEXT NOT NULL," /* rsa, ed25519 */
+                  "  record TEXT NOT NULL,"    /* the TXT value to publish */
+                  "  created INTEGER NOT NULL,"
+                  "  UNIQUE (domain_id, selector)"
+                  ");"},
+    /* what DMARC aggregate reports (RFC 7489 7.2) are made of: one row per
+     * received message that had a From domain to check */
+    {"dmarc results", "CREATE TABLE dmarc_results ("
+                      "  id INTEGER PRIMARY KEY,"
+                      "  time INTEGER NOT NULL,"
+                      "  queue_id TEXT NOT NULL,"
+                      "  source_ip TEXT NOT NULL,"
+                      "  header_from TEXT NOT NULL,"
+                      "  envelope_from TEXT NOT NULL,"
+                      "  policy_domain TEXT NOT NULL," /* where the record was found, '' if none */
+                      "  policy TEXT NOT NULL," /* none, quarantine, reject ('' without a record) */
+                      "  disposition TEXT NOT NULL," /* none, quarantine, reject: what we did */
+                      "  dmarc TEXT NOT NULL,"       /* pass, fail, none, temperror */
+                      "  spf TEXT NOT NULL," /* the SPF result and its domain: 'pass example.com' */
+                      "  spf_aligned INTEGER NOT NULL,"
+                      "  dkim TEXT NOT NULL," /* 'd=example.com s=sel pass; ...' */
+                      "  dkim_aligned INTEGER NOT NULL,"
+                      "  rua TEXT NOT NULL" /* the record's rua= addresses, comma-separated */
+                      ");"
+                      "CREATE INDEX dmarc_results_domain ON dmarc_results(policy_domain, time);"},
 };
 
 const size_t store_nmigrations = sizeof store_migrations / sizeof store_migrations[0];

@@ -23,6 +23,7 @@
  */
 #include "store/store.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -94,6 +95,11 @@ enum stmt_id {
 	Q_QUEUE_RCPT_SET,
 	Q_QUEUE_ATTEMPT,
 	Q_QUEUE_PENDING,
+	Q_DKIM_ADD,
+	Q_DKIM_DEL,
+	Q_DKIM_LIST,
+	Q_DMARC_ADD,
+	Q_DMARC_LIST,
 	Q__COUNT
 };
 
@@ -203,6 +209,23 @@ static const char *const stmt_sql[Q__COUNT] = {
                         " WHERE id = ?1",
     [Q_QUEUE_PENDING] = "SELECT count(*) FROM queue_rcpts WHERE queue_id = ?1"
                         " AND status = 'pending'",
+    [Q_DKIM_ADD] = "INSERT INTO dkim_keys(domain_id, selector, algorithm, record, created)"
+                   " SELECT id, ?2, ?3, ?4, ?5 FROM domains WHERE name = ?1",
+    [Q_DKIM_DEL] = "DELETE FROM dkim_keys WHERE selector = ?2"
+                   " AND domain_id = (SELECT id FROM domains WHERE name = ?1)",
+    [Q_DKIM_LIST] = "SELECT k.selector, k.algorithm, k.record, k.created,"
+                    " k.id = (SELECT max(k2.id) FROM dkim_keys k2 WHERE"
+                    " k2.domain_id = k.domain_id AND k2.algorithm = k.algorithm)"
+                    " FROM dkim_keys k JOIN domains d ON d.id = k.domain_id"
+                    " WHERE d.name = ?1 ORDER BY k.id",
+    [Q_DMARC_ADD] = "INSERT INTO dmarc_results(time, queue_id, source_ip, header_from,"
+                    " envelope_from, policy_domain, policy, disposition, dmarc, spf,"
+                    " spf_aligned, dkim, dkim_aligned, rua) VALUES"
+                    " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    [Q_DMARC_LIST] = "SELECT time, queue_id, source_ip, header_from, envelope_from,"
+                     " policy_domain, policy, disposition, dmarc, spf, spf_aligned, dkim,"
+                     " dkim_aligned, rua FROM dmarc_results WHERE time >= ?2"
+                     " AND (?1 IS NULL OR policy_domain = ?1) ORDER BY id",
 };
 
 struct store {
@@ -1525,6 +1548,177 @@ static int queue_add(struct store *st, const struct store_delivery *d, int64_t n
 	return STORE_OK;
 }
 
+/* ---- DKIM keys ---- */
+
+static bool selector_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 63 || s[0] == '-' || s[0] == '.' || s[n - 1] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (!isalnum(c) && c != '-' && c != '_' && !(c == '.' && s[i + 1] != '.'))
+			return false;
+	}
+	return true;
+}
+
+int store_dkim_add(struct store *st, const char *domain, const char *selector,
+    const char *algorithm, const char *record)
+{
+	char d[ADDR_DOMAIN_MAX + 1];
+	if (!domain_parse(domain, d) || !selector_ok(selector))
+		return STORE_INVALID;
+	sqlite3_stmt *s = q_get(st, Q_DKIM_ADD);
+	if (s == NULL)
+		return STORE_ERR;
+	bind_str(s, 1, d);
+	bind_str(s, 2, selector);
+	bind_str(s, 3, algorithm);
+	bind_str(s, 4, record);
+	sqlite3_bind_int64(s, 5, (int64_t)time(NULL));
+	int rc = q_run(st, s), ret = STORE_OK;
+	if (is_unique_violation(rc))
+		ret = STORE_EXISTS;
+	else if (rc != SQLITE_OK)
+		ret = db_fail(st, rc, "dkim key add");
+	else if (sqlite3_changes(st->db) == 0)
+		ret = STORE_NOTLOCAL;
+	q_done(st, Q_DKIM_ADD, s);
+	return ret;
+}
+
+int store_dkim_del(struct store *st, const char *domain, const char *selector)
+{
+	char d[ADDR_DOMAIN_MAX + 1];
+	if (!domain_parse(domain, d))
+		return STORE_INVALID;
+	int64_t id;
+	int ret = domain_id(st, d, &id);
+	if (ret != STORE_OK)
+		return ret == STORE_NOTFOUND ? STORE_NOTLOCAL : ret;
+	sqlite3_stmt *s = q_get(st, Q_DKIM_DEL);
+	if (s == NULL)
+		return STORE_ERR;
+	bind_str(s, 1, d);
+	bind_str(s, 2, selector);
+	int rc = q_run(st, s);
+	if (rc != SQLITE_OK)
+		ret = db_fail(st, rc, "dkim key del");
+	else if (sqlite3_changes(st->db) == 0)
+		ret = STORE_NOTFOUND;
+	q_done(st, Q_DKIM_DEL, s);
+	return ret;
+}
+
+int store_dkim_list(struct store *st, const char *domain,
+    void (*cb)(void *arg, const struct store_dkim_key *k), void *arg)
+{
+	char d[ADDR_DOMAIN_MAX + 1];
+	if (!domain_parse(domain, d))
+		return STORE_INVALID;
+	int64_t id;
+	int ret = domain_id(st, d, &id);
+	if (ret != STORE_OK)
+		return ret == STORE_NOTFOUND ? STORE_NOTLOCAL : ret;
+	sqlite3_stmt *s = q_get(st, Q_DKIM_LIST);
+	if (s == NULL)
+		return STORE_ERR;
+	bind_str(s, 1, d);
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct store_dkim_key k = {
+		    .selector = (const char *)sqlite3_column_text(s, 0),
+		    .algorithm = (const char *)sqlite3_column_text(s, 1),
+		    .record = (const char *)sqlite3_column_text(s, 2),
+		    .created = (time_t)sqlite3_column_int64(s, 3),
+		    .signing = sqlite3_column_int(s, 4) != 0,
+		};
+		cb(arg, &k);
+	}
+	ret = rc == SQLITE_DONE ? STORE_OK
+	                        : db_fail(st, sqlite3_extended_errcode(st->db), "dkim list");
+	q_done(st, Q_DKIM_LIST, s);
+	return ret;
+}
+
+int store_dkim_path(struct store *st, const char *domain, const char *selector, struct buf *path)
+{
+	char d[ADDR_DOMAIN_MAX + 1];
+	if (!domain_parse(domain, d) || !selector_ok(selector))
+		return STORE_INVALID;
+	buf_reset(path);
+	buf_printf(path, "%s/dkim/%s/%s.pem", st->data_dir, d, selector);
+	return buf_err(path) ? STORE_ERR : STORE_OK;
+}
+
+/* ---- DMARC results ---- */
+
+static int dmarc_insert(struct store *st, const struct store_dmarc_row *r)
+{
+	sqlite3_stmt *s = q_get(st, Q_DMARC_ADD);
+	if (s == NULL)
+		return STORE_ERR;
+	sqlite3_bind_int64(s, 1, r->time);
+	bind_str(s, 2, r->queue_id);
+	bind_str(s, 3, r->source_ip);
+	bind_str(s, 4, r->header_from);
+	bind_str(s, 5, r->envelope_from);
+	bind_str(s, 6, r->policy_domain);
+	bind_str(s, 7, r->policy);
+	bind_str(s, 8, r->disposition);
+	bind_str(s, 9, r->dmarc);
+	bind_str(s, 10, r->spf);
+	sqlite3_bind_int(s, 11, r->spf_aligned);
+	bind_str(s, 12, r->dkim);
+	sqlite3_bind_int(s, 13, r->dkim_aligned);
+	bind_str(s, 14, r->rua);
+	int rc = q_run(st, s);
+	q_done(st, Q_DMARC_ADD, s);
+	return rc == SQLITE_OK ? STORE_OK : db_fail(st, rc, "dmarc add");
+}
+
+int store_dmarc_add(struct store *st, const struct store_dmarc_row *r)
+{
+	return dmarc_insert(st, r);
+}
+
+int store_dmarc_list(struct store *st, const char *policy_domain, int64_t since,
+    void (*cb)(void *arg, const struct store_dmarc_row *r), void *arg)
+{
+	sqlite3_stmt *s = q_get(st, Q_DMARC_LIST);
+	if (s == NULL)
+		return STORE_ERR;
+	bind_str_null(s, 1, policy_domain);
+	sqlite3_bind_int64(s, 2, since);
+	int rc;
+#define COL(i) ((const char *)sqlite3_column_text(s, i))
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct store_dmarc_row r = {
+		    .time = sqlite3_column_int64(s, 0),
+		    .queue_id = COL(1),
+		    .source_ip = COL(2),
+		    .header_from = COL(3),
+		    .envelope_from = COL(4),
+		    .policy_domain = COL(5),
+		    .policy = COL(6),
+		    .disposition = COL(7),
+		    .dmarc = COL(8),
+		    .spf = COL(9),
+		    .spf_aligned = sqlite3_column_int(s, 10) != 0,
+		    .dkim = COL(11),
+		    .dkim_aligned = sqlite3_column_int(s, 12) != 0,
+		    .rua = COL(13),
+		};
+		cb(arg, &r);
+	}
+#undef COL
+	int ret = rc == SQLITE_DONE ? STORE_OK
+	                            : db_fail(st, sqlite3_extended_errcode(st->db), "dmarc list");
+	q_done(st, Q_DMARC_LIST, s);
+	return ret;
+}
+
 /* Deliver one message to its users and queue; inside the batch transaction. */
 static int deliver_one(struct store *st, const struct store_delivery *d, int64_t now, int64_t ms)
 {
@@ -1561,6 +1755,8 @@ static int deliver_one(struct store *st, const struct store_delivery *d, int64_t
 	}
 	if (ret == STORE_OK && d->nremote > 0)
 		ret = queue_add(st, d, now, ms);
+	if (ret == STORE_OK && d->dmarc != NULL)
+		ret = dmarc_insert(st, d->dmarc);
 	return ret;
 }
 

@@ -106,9 +106,10 @@ class Server:
             # tests queue mail for made-up domains and look at the queue as it is
             lines += ["delivery {", "  enabled = false", "}"]
         if not spf:
-            # SPF on received mail is off unless a test asks for it (with its own
-            # DNS server): the made-up sender domains must not reach real DNS
-            lines += ["checks {", "  spf = false", "}"]
+            # SPF, DKIM and DMARC on received mail are off unless a test asks
+            # for them (with its own DNS server): the made-up sender domains
+            # must not reach real DNS
+            lines += ["checks {", "  spf = false", "  dkim = false", "  dmarc = false", "}"]
         lines += [extra]
         self.conf.write_text("\n".join(lines) + "\n")
         self.cli("domain", "add", domain)
@@ -138,11 +139,11 @@ class Server:
             args += ["--folder", folder]
         return self.cli(*args).stdout
 
-    def wait_count(self, address, n, timeout=30.0):
+    def wait_count(self, address, n, timeout=30.0, folder=None):
         deadline = time.time() + timeout
         got = []
         while time.time() < deadline:
-            got = self.mailbox(address)
+            got = self.mailbox(address, folder)
             if len(got) >= n:
                 return got
             time.sleep(0.1)

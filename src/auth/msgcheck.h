@@ -1,0 +1,103 @@
+/*
+ * msgcheck.h - the trust checks of one received message, put together:
+ * DKIM (every signature) and DMARC over the SPF verdict the caller brings,
+ * the policy decision (deliver, Junk, refuse) and the
+ * Authentication-Results header field (RFC 8601) that states them.
+ *
+ * Used by the MX session and by `dakiya check`. It runs on one event loop
+ * with that loop's resolver: msgcheck_header() starts the DKIM key and
+ * DMARC record lookups at once, so that they run while the body is still
+ * arriving; msgcheck_end() says whether they are all answered, or calls
+ * back once they are (every query ends within the resolver's timeout, so
+ * the callback always comes). Freeing cancels what is pending.
+ *
+ * Temporary DNS trouble never turns into a refusal: a DKIM key that could
+ * not be fetched is temperror, a DMARC record that could not be fetched
+ * makes the DMARC result temperror, and neither refuses nor files in Junk.
+ */
+#ifndef DAKIYA_MSGCHECK_H
+#define DAKIYA_MSGCHECK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth/dkim.h"
+#include "auth/dmarc.h"
+#include "auth/spf.h"
+#include "core/buf.h"
+
+struct dns_resolver;
+
+/* What SPF said (the caller ran it, at MAIL time in the MX). */
+struct msgcheck_spf {
+	bool checked; /* false: not checked, no spf= in the header */
+	enum spf_result result;
+	const char *reason; /* for the comment */
+	bool helo;          /* the identity was the HELO name (MAIL FROM <>) */
+	const char *value;  /* the address, or the HELO name */
+	const char *domain; /* its domain (DMARC's RFC5321.MailFrom domain) */
+};
+
+enum msgcheck_action {
+	MSGCHECK_DELIVER,
+	MSGCHECK_JUNK,
+	MSGCHECK_REFUSE,
+};
+const char *msgcheck_action_name(enum msgcheck_action a); /* "deliver" "junk" "refuse" */
+
+/* What to do with: a DMARC failure under p=reject, under p=quarantine, and
+ * an SPF fail from a domain without a DMARC policy (config checks). */
+struct msgcheck_policy {
+	enum msgcheck_action dmarc_reject;     /* default refuse */
+	enum msgcheck_action dmarc_quarantine; /* default junk */
+	enum msgcheck_action spf_fail;         /* default junk */
+};
+
+struct msgcheck;
+typedef void (*msgcheck_cb)(struct msgcheck *mc, void *arg);
+
+/* r may be NULL (no lookups: keys temperror, DMARC temperror); psl may be
+ * NULL (DMARC off). now: for x= expiry. */
+struct msgcheck *msgcheck_new(
+    struct dns_resolver *r, const struct dmarc_psl *psl, bool dkim, bool dmarc, int64_t now);
+/* The header section (up to the empty line); once. */
+void msgcheck_header(struct msgcheck *mc, const char *hdr, size_t hlen);
+void msgcheck_body(struct msgcheck *mc, const char *p, size_t n);
+/* The body ended. true: every answer is in (cb is not called); false: cb
+ * runs on the loop once they are. */
+bool msgcheck_end(struct msgcheck *mc, msgcheck_cb cb, void *arg);
+/* With every answer in: DMARC over spf, then the decision. */
+void msgcheck_finish(
+    struct msgcheck *mc, const struct msgcheck_spf *spf, const struct msgcheck_policy *pol);
+
+size_t msgcheck_ndkim(const struct msgcheck *mc); /* signatures checked */
+const struct dkim_sig_result *msgcheck_dkim(const struct msgcheck *mc, size_t i);
+/* The RFC5322.From domain, "" when there is no usable From. */
+const char *msgcheck_from_domain(const struct msgcheck *mc);
+/* After finish: the DMARC verdict; NULL when DMARC was not evaluated (off,
+ * or no From domain). */
+const struct dmarc_verdict *msgcheck_dmarc(const struct msgcheck *mc);
+/* After finish: "none", "quarantine" or "reject" as RFC 7489 reports it
+ * (what we did), the action, and why. */
+enum msgcheck_action msgcheck_action(const struct msgcheck *mc);
+const char *msgcheck_why(const struct msgcheck *mc);
+const char *msgcheck_disposition(const struct msgcheck *mc);
+/* After finish: the whole Authentication-Results field (CRLF ended). */
+void msgcheck_auth_results(const struct msgcheck *mc, const char *authserv_id,
+    const struct msgcheck_spf *spf, struct buf *out);
+/* After finish: "d=example.com s=sel pass; ..." for the DMARC row. */
+void msgcheck_dkim_summary(const struct msgcheck *mc, struct buf *out);
+void msgcheck_free(struct msgcheck *mc); /* cancels pending lookups; NULL ok */
+
+/* The domain of the first author in the From field of a header section,
+ * lower case, into out; "" when there is no From, it cannot be parsed or
+ * names no domain. */
+void msgcheck_author_domain(const char *hdr, size_t hlen, char *out, size_t max);
+
+/* Header comments and property values: printable ASCII only (RFC 8601
+ * keeps to RFC 5322 atoms and comments), at most max bytes. */
+void msgcheck_put_comment(struct buf *b, const char *p, size_t max);
+void msgcheck_put_value(struct buf *b, const char *p, size_t max);
+
+#endif
