@@ -36,10 +36,13 @@ static const struct command commands[] = {
     {"sendmail", cmd_sendmail, cli_help_sendmail},
     {"mx", cmd_mx, cli_help_mx},
     {"spf", cmd_spf, cli_help_spf},
+    {"dkim", cmd_dkim, cli_help_dkim},
+    {"dns", cmd_dns, cli_help_dns},
+    {"check", cmd_check, cli_help_check},
 };
 
 /* In the contract but not in this version yet: say so instead of "unknown". */
-static const char *const planned[] = {"dkim", "dns", "check", "trace", "store"};
+static const char *const planned[] = {"trace", "store"};
 
 const char cli_help_main[] =
     "NAME\n"
@@ -78,6 +81,12 @@ const char cli_help_main[] =
     "    mx DOMAIN [--json]  the mail servers of a domain, by preference, with addresses\n"
     "    spf check --ip IP [--helo NAME] [--mail-from ADDRESS] [--json]\n"
     "                        the SPF verdict for a sender, with live DNS\n"
+    "    dkim keygen|list|del DOMAIN [--selector S]\n"
+    "                        the DKIM keys our users' mail is signed with\n"
+    "    dns records DOMAIN [--json]\n"
+    "                        the MX, SPF, DKIM and DMARC records to publish\n"
+    "    check FILE.eml --ip IP --helo NAME --mail-from ADDRESS [--json]\n"
+    "                        the SPF, DKIM and DMARC verdicts on a message, with live DNS\n"
     "\n"
     "    Run 'dakiya COMMAND --help' (or 'dakiya help COMMAND') for its manual.\n"
     "\n"

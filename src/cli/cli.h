@@ -108,6 +108,17 @@ int cmd_queue(struct cli *cli, int argc, char **argv);    /* cmd_queue.c */
 int cmd_sendmail(struct cli *cli, int argc, char **argv); /* cmd_sendmail.c */
 int cmd_mx(struct cli *cli, int argc, char **argv);       /* cmd_mx.c */
 int cmd_spf(struct cli *cli, int argc, char **argv);      /* cmd_spf.c */
+int cmd_dkim(struct cli *cli, int argc, char **argv);     /* cmd_dkim.c */
+int cmd_dns(struct cli *cli, int argc, char **argv);      /* cmd_dkim.c */
+int cmd_check(struct cli *cli, int argc, char **argv);    /* cmd_check.c */
+/* New DKIM keys for domain (ours): selectors BASE+"r" and BASE+"e" (BASE
+ * dkYYYYMMDD when NULL), or only one ("rsa"/"ed25519") at exactly BASE;
+ * their zone-file lines appended to out (may be NULL). 0, or 1 after an
+ * error message. */
+int cli_dkim_keygen(struct cli *cli, struct store *st, const char *domain, const char *base,
+    const char *only, struct buf *out);
+/* The records to publish for domain (ours), zone-file lines or JSON. */
+int cli_dns_records(struct cli *cli, struct store *st, const char *domain, struct buf *out);
 
 /* Help texts, shared by "dakiya help NOUN" and "dakiya NOUN --help". */
 extern const char cli_help_main[];
@@ -120,5 +131,8 @@ extern const char cli_help_queue[];
 extern const char cli_help_sendmail[];
 extern const char cli_help_mx[];
 extern const char cli_help_spf[];
+extern const char cli_help_dkim[];
+extern const char cli_help_dns[];
+extern const char cli_help_check[];
 
 #endif
