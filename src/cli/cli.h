@@ -117,8 +117,10 @@ int cmd_check(struct cli *cli, int argc, char **argv);    /* cmd_check.c */
  * error message. */
 int cli_dkim_keygen(struct cli *cli, struct store *st, const char *domain, const char *base,
     const char *only, struct buf *out);
-/* The records to publish for domain (ours), zone-file lines or JSON. */
-int cli_dns_records(struct cli *cli, struct store *st, const char *domain, struct buf *out);
+/* The records to publish for domain (ours) served by hostname, zone-file
+ * lines (or JSON with cli->json) appended to out. */
+int cli_dns_records(
+    struct cli *cli, struct store *st, const char *domain, const char *hostname, struct buf *out);
 
 /* Help texts, shared by "dakiya help NOUN" and "dakiya NOUN --help". */
 extern const char cli_help_main[];

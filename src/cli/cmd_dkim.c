@@ -351,7 +351,8 @@ static void dkim_record_cb(void *arg, const struct store_dkim_key *k)
 	record(r, name, "TXT", k->record);
 }
 
-int cli_dns_records(struct cli *cli, struct store *st, const char *domain, struct buf *out)
+int cli_dns_records(
+    struct cli *cli, struct store *st, const char *domain, const char *hostname, struct buf *out)
 {
 	struct json j;
 	json_init(&j, out);
@@ -359,7 +360,7 @@ int cli_dns_records(struct cli *cli, struct store *st, const char *domain, struc
 	if (cli->json)
 		json_array_begin(&j);
 	char v[600];
-	snprintf(v, sizeof v, "10 %s.", cli->cfg.hostname);
+	snprintf(v, sizeof v, "10 %s.", hostname);
 	record(&r, domain, "MX", v);
 	record(&r, domain, "TXT", "v=spf1 mx -all");
 	int rc = store_dkim_list(st, domain, dkim_record_cb, &r);
@@ -529,7 +530,7 @@ int cmd_dns(struct cli *cli, int argc, char **argv)
 	if (d == NULL)
 		return 1;
 	struct buf out = BUF_INIT;
-	rc = cli_dns_records(cli, st, d, &out);
+	rc = cli_dns_records(cli, st, d, cli->cfg.hostname, &out);
 	if (rc == 0)
 		rc = cli_print_buf(&out);
 	buf_free(&out);

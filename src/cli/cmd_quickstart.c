@@ -68,8 +68,9 @@ const char cli_help_quickstart[] =
     "    until it is set there is no STARTTLS, no implicit TLS and no AUTH. See\n"
     "    docs/tls.md.\n"
     "\n"
-    "    Not done yet (later versions): DKIM keys and the DNS records to publish; the\n"
-    "    configuration file marks where they will go.\n"
+    "    DKIM: an RSA-2048 and an Ed25519 signing key for the domain ('dakiya dkim');\n"
+    "    the DNS records to publish (MX, SPF, DKIM, DMARC) are printed at the end, and\n"
+    "    'dakiya dns records DOMAIN' prints them again any time.\n"
     "\n"
     "OPTIONS\n"
     "    --domain DOMAIN      the first mail domain (required)\n"
@@ -351,10 +352,14 @@ static void conf_text(struct buf *b, const struct qs_opts *o, const char *hostna
 	buf_puts(b, "}\n\n");
 
 	conf_tls(b, hostname, tls);
-	buf_printf(b,
-	    "# TODO(dkim): quickstart does not create DKIM keys yet; a later version will\n"
-	    "# ('dakiya dkim keygen %s') and print the DNS records to publish.\n\n",
-	    o->domain);
+	buf_puts(b, "# Trust checks of received mail (SPF, DKIM, DMARC) and what the policy does:\n"
+	            "# refuse, junk or deliver (see docs/configuration.md).\n"
+	            "checks {\n"
+	            "\tspf = true\n\tdkim = true\n\tdmarc = true\n"
+	            "\tdmarc_reject = \"refuse\"\t# DMARC fail under p=reject: 550 5.7.1\n"
+	            "\tdmarc_quarantine = \"junk\"\t# DMARC fail under p=quarantine: Junk folder\n"
+	            "\tspf_fail = \"junk\"\t\t# SPF fail from a domain without DMARC\n"
+	            "}\n\n");
 
 	buf_puts(b, "# Outbound delivery to other domains' MX hosts.\n"
 	            "delivery {\n");
@@ -390,10 +395,11 @@ static void conf_text(struct buf *b, const struct qs_opts *o, const char *hostna
 	struct passwd *pw = getpwuid(getuid());
 	if (pw && strcmp(pw->pw_name, "root") != 0)
 		me = pw->pw_name;
-	buf_puts(b, "# Local programs (cron, scripts, web applications) send with 'dakiya sendmail',\n"
-	            "# which hands the mail to the server over this unix socket. Only the local\n"
-	            "# accounts listed may; they may use any sender address.\n"
-	            "local {\n\tsocket = ");
+	buf_puts(b,
+	    "# Local programs (cron, scripts, web applications) send with 'dakiya sendmail',\n"
+	    "# which hands the mail to the server over this unix socket. Only the local\n"
+	    "# accounts listed may; they may use any sender address.\n"
+	    "local {\n\tsocket = ");
 	conf_str(b, o->dev ? "submit.sock" : "/run/dakiya/submit.sock");
 	buf_puts(b, "\n\tusers = {\"root\"");
 	if (me) {
@@ -422,7 +428,7 @@ static int write_new_file(const char *path, const struct buf *text)
 
 static void print_result(struct cli *cli, const struct qs_opts *o, const char *conf,
     const char *data_dir, const char *hostname, const char *listen_ip, bool v6,
-    const char *postmaster, const char *password, const struct qs_tls *tls)
+    const char *postmaster, const char *password, const struct qs_tls *tls, const char *records)
 {
 	struct buf out = BUF_INIT;
 	if (cli->json) {
@@ -518,9 +524,9 @@ static void print_result(struct cli *cli, const struct qs_opts *o, const char *c
 		    "clients warn about it unless told to trust that file. Look at it with\n"
 		    "  openssl x509 -in %s -noout -text\n",
 		    hostname, tls->cert, tls->cert);
-	buf_puts(&out,
-	    "\nNot done yet (later versions): DKIM keys and the DNS records to publish; see\n"
-	    "the TODO notes in the configuration file.\n");
+	buf_printf(&out,
+	    "\nDNS records to publish for %s (again any time: 'dakiya dns records %s'):\n%s",
+	    o->domain, o->domain, records);
 	cli_print_buf(&out);
 	cli_buf_wipe(&out);
 }
@@ -532,6 +538,7 @@ static int quickstart(struct cli *cli, struct qs_opts *o)
 	struct buf conf = BUF_INIT, tmp = BUF_INIT, data = BUF_INIT, text = BUF_INIT;
 	struct buf pw = BUF_INIT, hash = BUF_INIT, err = BUF_INIT, addr = BUF_INIT;
 	struct buf tls_dir = BUF_INIT, tls_cert = BUF_INIT, tls_key = BUF_INIT;
+	struct buf records = BUF_INIT;
 	char *given_cert = NULL, *given_key = NULL;
 	struct qs_tls tls = {NULL, NULL, false};
 	struct config cfg;
@@ -728,6 +735,15 @@ static int quickstart(struct cli *cli, struct qs_opts *o)
 		    buf_cstr(&data));
 		goto out;
 	}
+	/* DKIM keys, and the records to publish */
+	if (cli_dkim_keygen(cli, st, o->domain, NULL, NULL, NULL) != 0)
+		goto out;
+	bool json = cli->json;
+	cli->json = false;
+	src = cli_dns_records(cli, st, o->domain, hostname, &records);
+	cli->json = json;
+	if (src != 0)
+		goto out;
 	store_close(st);
 	st = NULL;
 
@@ -743,7 +759,7 @@ static int quickstart(struct cli *cli, struct qs_opts *o)
 	(void)util_fsync_dir(dir);
 
 	print_result(cli, o, buf_cstr(&conf), cfg.data_dir, hostname, listen_ip, v6,
-	    buf_cstr(&addr), buf_cstr(&pw), &tls);
+	    buf_cstr(&addr), buf_cstr(&pw), &tls, buf_cstr(&records));
 	rc = 0;
 out:
 	if (tmp_written)
@@ -767,6 +783,7 @@ out:
 	buf_free(&tls_dir);
 	buf_free(&tls_cert);
 	buf_free(&tls_key);
+	buf_free(&records);
 	free(given_cert);
 	free(given_key);
 	cli_buf_wipe(&pw);

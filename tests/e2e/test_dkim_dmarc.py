@@ -1,0 +1,284 @@
+"""DKIM and DMARC on both sides (issue 5), end to end.
+
+The two-domain journey of the outbound tests, with the trust checks on:
+A (example.test) signs what alice submits with the keys `dakiya dkim keygen`
+made, the records `dakiya dns records` prints are served by a real unbound,
+and B (receive.test) checks SPF, both DKIM signatures and DMARC, states
+them in Authentication-Results and applies example.test's policy to forged
+mail: p=reject refuses it at the end of DATA, p=quarantine files it in
+Junk, a DNS failure never refuses. dkimpy (Debian python3-dkim) checks
+what A signed, independently.
+"""
+import json
+import smtplib
+import sqlite3
+import time
+
+import dkim
+import pytest
+
+from conftest import dot_stuff, next_ip, open_conn, split_received
+from test_delivery import ALICE, configure, mx_zone, qlist, submit, wait_for
+
+DMARC_REJECT = '_dmarc.example.test. 300 IN TXT "v=DMARC1; p=reject; rua=mailto:postmaster@example.test"'
+DMARC_QUARANTINE = '_dmarc.example.test. 300 IN TXT "v=DMARC1; p=quarantine"'
+
+
+def published(a):
+    """A's DKIM records as `dns records --json` gives them."""
+    recs = json.loads(a.cli("dns", "records", "example.test", "--json").stdout)
+    return {r["name"]: r["value"] for r in recs if "._domainkey." in r["name"]}
+
+
+def txt_rr(name, value):
+    """A TXT record in zone-file form, split into strings of 255 bytes."""
+    parts = [value[i:i + 255] for i in range(0, len(value), 255)] or [""]
+    return "%s. 300 IN TXT %s" % (name, " ".join('"%s"' % p for p in parts))
+
+
+def zones(a, b, dmarc=DMARC_REJECT, keys=None):
+    z = {"example.test": ["example.test. 300 IN MX 10 mx.example.test.",
+                          "mx.example.test. 300 IN A %s" % a.ip,
+                          'example.test. 300 IN TXT "v=spf1 ip4:%s -all"' % a.ip]}
+    z["example.test"] += [txt_rr(n, v) for n, v in (keys or published(a)).items()]
+    if dmarc:
+        z["example.test"].append(dmarc)
+    z.update(mx_zone("receive.test", b.ip))
+    return z
+
+
+@pytest.fixture
+def pair(make_server, make_dns):
+    """A (example.test, signing, delivering) and B (receive.test, checking),
+    sharing one DNS server; returns (a, b, dns)."""
+    a = make_server(domain="example.test", users=("alice",), tls=True, start=False,
+                    delivery=True)
+    b = make_server(domain="receive.test", users=("bob",), tls=True, start=False, spf=True)
+    a.cli("dkim", "keygen", "example.test")
+    dns = make_dns(zones(a, b), servfail=["broken.test"])
+    configure(a, dns)
+    b.conf.write_text(b.conf.read_text() + "\n" + dns.conf_line() + "\n")
+    return a.start(), b.start(), dns
+
+
+def stored(b, folder=None, n=1):
+    got = b.wait_count("bob@receive.test", n, folder=folder)
+    return b.message("bob@receive.test", got[-1]["uid"], folder)
+
+
+def auth_results(raw):
+    ar, _ = split_received(raw, b"Authentication-Results")
+    return ar.decode()
+
+
+def forge(b, body, mail_from="ceo@example.test", src=None):
+    """Send straight to B's MX from an address outside example.test's SPF;
+    the reply to the end of DATA."""
+    c = open_conn(b.ip, source=src or next_ip())
+    try:
+        c.expect("MAIL FROM:<%s>" % mail_from, 250)
+        c.expect("RCPT TO:<bob@receive.test>", 250)
+        c.expect("DATA", 354)
+        c.send(dot_stuff(body) + b".\r\n")
+        return c.reply()
+    finally:
+        c.close()
+
+
+FORGED = (b"From: The CEO <ceo@example.test>\r\nTo: bob@receive.test\r\n"
+          b"Subject: wire the money\r\n\r\nurgent\r\n")
+
+
+def dmarc_rows(b):
+    db = sqlite3.connect(str(b.dir / "data" / "dakiya.db"))
+    try:
+        return db.execute("SELECT header_from, policy_domain, policy, disposition, dmarc, spf,"
+                          " dkim, rua FROM dmarc_results ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def test_journey_spf_dkim_dmarc_pass(pair):
+    """alice's message reaches bob with spf=pass, two dkim=pass (RSA and
+    Ed25519, d=example.test) and dmarc=pass in B's header; dkimpy verifies
+    both signatures with the published keys."""
+    a, b, dns = pair
+    submit(a, ["bob@receive.test"], "signed")
+    raw = stored(b)
+    ar = auth_results(raw)
+    assert ar.startswith("Authentication-Results: mail.receive.test;"), ar
+    assert "spf=pass" in ar and "smtp.mailfrom=alice@example.test" in ar, ar
+    assert ar.count("dkim=pass") == 2, ar
+    assert "header.d=example.test" in ar and "header.a=rsa-sha256" in ar, ar
+    assert "header.a=ed25519-sha256" in ar, ar
+    assert "dmarc=pass (p=reject dis=none) header.from=example.test" in ar, ar
+    sigs = [l for l in raw.split(b"\r\n") if l.startswith(b"DKIM-Signature:")]
+    assert len(sigs) == 2 and b"c=relaxed/relaxed" in sigs[0], sigs
+    assert b"h=from:from:" in raw.replace(b"\r\n\t", b" "), raw[:800]
+    keys = published(a)
+
+    def dnsfunc(name, timeout=5):
+        return keys.get(name.decode().rstrip("."), "").encode() or None
+
+    def dkimpy(msg, idx):
+        try:
+            return dkim.DKIM(msg).verify(idx=idx, dnsfunc=dnsfunc)
+        except dkim.DKIMException:  # dkimpy raises on a body hash mismatch
+            return False
+
+    assert dkimpy(raw, 0) and dkimpy(raw, 1)
+    assert not dkimpy(raw.replace(b"hello from alice", b"hello from mallory"), 0)
+    assert not dkimpy(raw.replace(b"Subject: signed", b"Subject: signex"), 1)
+    wait_for(lambda: qlist(a) == [], 10, "an empty queue on A")
+    rows = dmarc_rows(b)
+    assert rows and rows[-1][:5] == ("example.test", "example.test", "reject", "none", "pass")
+    assert rows[-1][5] == "pass example.test" and "s=" in rows[-1][6] and "pass" in rows[-1][6]
+    assert rows[-1][7] == "postmaster@example.test"
+
+
+def test_forged_from_refused_under_p_reject(pair):
+    """ceo@example.test, sent to B's MX from outside example.test's SPF and
+    unsigned, is refused with 550 5.7.1 at the end of DATA; nothing is
+    stored, the DMARC result is kept for the aggregate report; the session
+    goes on."""
+    a, b, dns = pair
+    code, text = forge(b, FORGED)
+    assert code == 550 and text[4:].startswith("5.7.1"), (code, text)
+    assert "reject" in text and "example.test" in text, text
+    assert b.mailbox("bob@receive.test") == [] and b.mailbox("bob@receive.test", "Junk") == []
+    rows = dmarc_rows(b)
+    assert rows[-1][:5] == ("example.test", "example.test", "reject", "reject", "fail"), rows
+    assert rows[-1][5] == "fail example.test"
+    assert "event=checks" in b.log_text() and "action=refuse" in b.log_text()
+    # a tampered copy of a message A signed fails DKIM as well
+    submit(a, ["bob@receive.test"], "original")
+    raw = stored(b)
+    # B's own Authentication-Results in it is dropped on the way in (ours)
+    tampered = raw.replace(b"hello from alice: original", b"hello from alice: changed!")
+    code, text = forge(b, tampered, mail_from="alice@example.test")
+    assert code == 550, (code, text)
+
+
+def test_forged_from_to_junk_under_p_quarantine(pair):
+    a, b, dns = pair
+    dns.set_records(zones(a, b, dmarc=DMARC_QUARANTINE))
+    code, text = forge(b, FORGED)
+    assert code == 250, (code, text)
+    ar = auth_results(stored(b, "Junk"))
+    assert "dmarc=fail (p=quarantine dis=quarantine) header.from=example.test" in ar, ar
+    assert "spf=fail" in ar and "dkim=none" in ar, ar
+    assert b.mailbox("bob@receive.test") == []
+
+
+def test_dns_trouble_never_refuses(pair):
+    """The From domain's DMARC record cannot be fetched (SERVFAIL): the
+    message is delivered, dmarc=temperror; a DKIM key that cannot be
+    fetched is temperror."""
+    a, b, dns = pair
+    msg = (b"From: x@broken.test\r\nSubject: s\r\n"
+           b"DKIM-Signature: v=1; a=rsa-sha256; d=broken.test; s=k; h=from; bh=AAAA; b=AAAA\r\n"
+           b"\r\nbody\r\n")
+    code, text = forge(b, msg, mail_from="x@broken.test")
+    assert code == 250, (code, text)
+    ar = auth_results(stored(b))
+    assert "dmarc=temperror" in ar and "dkim=temperror" in ar and "spf=temperror" in ar, ar
+
+
+def test_no_dmarc_record_spf_fail_goes_to_junk_and_none_is_delivered(pair):
+    a, b, dns = pair
+    dns.set_records(zones(a, b, dmarc=None))
+    assert forge(b, FORGED)[0] == 250
+    ar = auth_results(stored(b, "Junk"))
+    assert "spf=fail" in ar and "dmarc=none" in ar, ar
+    # a domain with neither SPF nor DMARC: none, delivered
+    assert forge(b, b"From: a@elsewhere.test\r\n\r\nhi\r\n", mail_from="a@elsewhere.test")[0] == 250
+    ar = auth_results(stored(b))
+    assert "spf=none" in ar and "dmarc=none" in ar and "dkim=none" in ar, ar
+
+
+def test_key_rotation_old_selector_still_verifies(pair):
+    """A new keygen: the new selectors sign; a message signed with the old
+    ones still verifies while their records stay published."""
+    a, b, dns = pair
+    old = set(published(a))
+    submit(a, ["bob@receive.test"], "before")
+    before = stored(b)
+    a.cli("dkim", "keygen", "example.test", "--selector", "next")
+    keys = json.loads(a.cli("dkim", "list", "example.test", "--json").stdout)
+    signing = sorted(k["selector"] for k in keys if k["signing"])
+    assert signing == ["nexte", "nextr"], keys
+    dns.set_records(zones(a, b))  # old and new records published
+    submit(a, ["bob@receive.test"], "after")
+    after = stored(b, n=2)
+    assert b"s=nextr;" in after and b"s=nexte;" in after
+    assert not any(("s=%s;" % s.split(".")[0]).encode() in after for s in old)
+    assert auth_results(after).count("dkim=pass") == 2
+    # the first message, checked again now: the old keys still verify it
+    f = b.dir / "before.eml"
+    f.write_bytes(before)
+    out = json.loads(b.cli("check", str(f), "--ip", a.ip, "--helo", "mx.example.test",
+                           "--mail-from", ALICE, "--json").stdout)
+    assert [d["result"] for d in out["dkim"]] == ["pass", "pass"], out
+    assert out["dmarc"]["result"] == "pass" and out["action"] == "deliver", out
+
+
+def test_check_command_text_and_json(pair):
+    a, b, dns = pair
+    submit(a, ["bob@receive.test"], "for check")
+    f = b.dir / "m.eml"
+    f.write_bytes(stored(b).replace(b"\r\n", b"\n"))  # LF line ends are taken as CRLF
+    r = b.cli("check", str(f), "--ip", a.ip, "--helo", "mx.example.test", "--mail-from", ALICE)
+    text = r.stdout.decode()
+    lines = text.splitlines()
+    assert lines[0].startswith("spf: pass"), text
+    assert sum(l.startswith("dkim: pass (good signature) d=example.test") for l in lines) == 2
+    assert any(l.startswith("dmarc: pass (p=reject at example.test") for l in lines), text
+    assert "action: deliver" in text and "Authentication-Results: mail.receive.test;" in text
+    outsider = next_ip()
+    j = json.loads(b.cli("check", str(f), "--ip", outsider, "--helo", "x.test", "--mail-from",
+                         ALICE, "--json").stdout)
+    assert j["spf"]["result"] == "fail" and j["dmarc"]["result"] == "pass", j  # DKIM aligned
+    f.write_bytes(f.read_bytes().replace(b"for check", b"for cheque"))
+    j = json.loads(b.cli("check", str(f), "--ip", outsider, "--helo", "x.test", "--mail-from",
+                         ALICE, "--json").stdout)
+    assert [d["result"] for d in j["dkim"]] == ["fail", "fail"], j
+    assert j["dmarc"]["result"] == "fail" and j["action"] == "refuse", j
+    r = b.cli("check", str(f), "--helo", "x.test", check=False)
+    assert r.returncode == 1 and b"--ip" in r.stderr
+
+
+def test_dkim_and_dns_cli(make_server):
+    s = make_server(domain="example.test", users=())
+    r = s.cli("dkim", "list", "example.test")
+    assert r.stdout == b"" and b"dkim keygen" in r.stderr
+    s.cli("dkim", "keygen", "example.test", "--selector", "s1")
+    keys = json.loads(s.cli("dkim", "list", "example.test", "--json").stdout)
+    assert [(k["selector"], k["algorithm"], k["signing"]) for k in keys] == [
+        ("s1r", "rsa", True), ("s1e", "ed25519", True)]
+    for k in ("s1r", "s1e"):
+        p = s.dir / "data" / "dkim" / "example.test" / (k + ".pem")
+        assert oct(p.stat().st_mode & 0o777) == "0o600", p
+    assert oct((s.dir / "data" / "dkim").stat().st_mode & 0o777) == "0o700"
+    r = s.cli("dkim", "keygen", "example.test", "--selector", "s1", check=False)
+    assert r.returncode == 1 and b"already has a key" in r.stderr
+    r = s.cli("dkim", "keygen", "nowhere.test", check=False)
+    assert r.returncode == 1 and b"domain add nowhere.test" in r.stderr
+    zone = s.cli("dns", "records", "example.test").stdout.decode().splitlines()
+    assert zone[0] == "example.test. 3600 IN MX 10 mail.example.test.", zone
+    assert zone[1] == 'example.test. 3600 IN TXT "v=spf1 mx -all"', zone
+    assert zone[2].startswith('s1r._domainkey.example.test. 3600 IN TXT "v=DKIM1; k=rsa; p=')
+    assert '" "' in zone[2]  # split into 255-byte strings
+    assert zone[3].startswith('s1e._domainkey.example.test. 3600 IN TXT "v=DKIM1; k=ed25519;')
+    assert zone[4] == ('_dmarc.example.test. 3600 IN TXT '
+                       '"v=DMARC1; p=reject; rua=mailto:postmaster@example.test"'), zone
+    js = json.loads(s.cli("dns", "records", "example.test", "--json").stdout)
+    assert [(r["name"], r["type"]) for r in js] == [
+        ("example.test", "MX"), ("example.test", "TXT"), ("s1r._domainkey.example.test", "TXT"),
+        ("s1e._domainkey.example.test", "TXT"), ("_dmarc.example.test", "TXT")]
+    assert js[2]["value"] == keys[0]["record"]
+    s.cli("dkim", "del", "example.test", "--selector", "s1r")
+    assert not (s.dir / "data" / "dkim" / "example.test" / "s1r.pem").exists()
+    r = s.cli("dkim", "del", "example.test", "--selector", "s1r", check=False)
+    assert r.returncode == 1 and b"no key with selector s1r" in r.stderr
+    assert b"keygen" in s.cli("dkim", "--help").stdout
+    assert b"records" in s.cli("dns", "--help").stdout
