@@ -987,13 +987,30 @@ static void write_auth_results(struct smtp_session *s)
 	buf_free(&h);
 }
 
+static void count_key(void *arg, const struct store_dkim_key *k)
+{
+	(void)k;
+	(*(size_t *)arg)++;
+}
+
+/* Could this submission be signed: does the user's domain have DKIM keys
+ * (local programs: always maybe)? Saves late mode for domains without. */
+static bool may_sign(struct smtp_session *s)
+{
+	const char *at = s->auth_user ? strrchr(s->auth_user, '@') : NULL;
+	if (at == NULL)
+		return true;
+	size_t n = 0;
+	return store_dkim_list(s->w->store, at + 1, count_key, &n) != STORE_OK || n > 0;
+}
+
 /* Open the blob and write our Received: header. false: the caller replies 451. */
 static bool begin_message(struct smtp_session *s)
 {
 	struct txn *t = s->tx;
 	const struct config *c = s->w->cfg;
 	bool check = checked_client(s) && s->w->dns != NULL && (c->checks.dkim || c->checks.dmarc);
-	bool sign = may_relay(s) && c->submission.dkim_sign;
+	bool sign = may_relay(s) && c->submission.dkim_sign && may_sign(s);
 	t->msg = accept_begin(s->w->store, check || sign);
 	if (t->msg != NULL && check) {
 		t->mc = msgcheck_new(s->w->dns, server_psl(s->w->server), c->checks.dkim,
