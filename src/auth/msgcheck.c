@@ -9,6 +9,7 @@
  */
 #include "auth/msgcheck.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,23 +117,54 @@ static void dmarc_answer(struct dns_answer *a, void *arg)
 
 /* The domain of the first author in the From field, lower case; "" when
  * there is no From, it cannot be parsed, or it has no domain. */
+/* Lower-case domain d (n bytes, outer dots dropped) into out; false when
+ * it does not fit or is a literal. */
+static bool put_domain(const char *d, size_t n, char *out, size_t max)
+{
+	while (n > 0 && d[n - 1] == '.')
+		n--;
+	while (n > 0 && d[0] == '.') {
+		d++;
+		n--;
+	}
+	if (n == 0 || n >= max || d[0] == '[')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)((d[i] >= 'A' && d[i] <= 'Z') ? d[i] + 32 : d[i]);
+	out[n] = '\0';
+	return true;
+}
+
 void msgcheck_author_domain(const char *hdr, size_t hlen, char *out, size_t max)
 {
 	out[0] = '\0';
 	struct buf v = BUF_INIT;
 	buf_init(&v, 16384);
 	struct mime_addr_list l = {0};
-	if (smtp_header_get(hdr, hlen, "From", &v, 8192) &&
-	    mime_addr_list_parse(v.data, v.len, &l) == MIME_ADDR_OK && l.n > 0 &&
+	if (!smtp_header_get(hdr, hlen, "From", &v, 8192)) {
+		buf_free(&v);
+		return;
+	}
+	if (mime_addr_list_parse(v.data, v.len, &l) == MIME_ADDR_OK && l.n > 0 &&
 	    l.v[0].domain != NULL) {
-		const char *d = l.v[0].domain;
-		size_t n = strlen(d);
-		while (n > 0 && d[n - 1] == '.')
-			n--;
-		if (n > 0 && n < max && d[0] != '[') {
-			for (size_t i = 0; i < n; i++)
-				out[i] = (char)((d[i] >= 'A' && d[i] <= 'Z') ? d[i] + 32 : d[i]);
-			out[n] = '\0';
+		put_domain(l.v[0].domain, strlen(l.v[0].domain), out, max);
+	} else {
+		/* A From the grammar refuses still names its author to a reader,
+		 * so DMARC must not be skipped (a forger would only have to break
+		 * the syntax): the domain after the last "@", as OpenDMARC does
+		 * for "Mail From:<a@b>", "<<<><a@b>>>" or an unquoted comma. */
+		const char *p = v.data ? v.data : "";
+		const char *at = NULL;
+		for (size_t i = 0; i < v.len; i++)
+			if (p[i] == '@')
+				at = p + i;
+		if (at != NULL) {
+			size_t n = 0;
+			while (at + 1 + n < p + v.len &&
+			       (isalnum((unsigned char)at[1 + n]) || at[1 + n] == '-' ||
+			           at[1 + n] == '.' || at[1 + n] == '_'))
+				n++;
+			put_domain(at + 1, n, out, max);
 		}
 	}
 	mime_addr_list_free(&l);

@@ -890,7 +890,7 @@ static bool apply_checks(struct smtp_session *s)
 	buf_init(&rua, 4096);
 	msgcheck_dkim_summary(t->mc, &dk);
 	log_info(t->msg->qid,
-	    "event=checks session=%s from_domain=%s spf=%s dkim=\"%s\" dmarc=%s policy=%s "
+	    "event=checks session=%s from_domain=%s spf=%s dkim=%s dmarc=%s policy=%s "
 	    "action=%s reason=%s",
 	    s->id, log_str(msgcheck_from_domain(t->mc)),
 	    sp.checked ? spf_result_name(sp.result) : "-", log_str(buf_cstr(&dk)),

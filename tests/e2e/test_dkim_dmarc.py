@@ -282,3 +282,65 @@ def test_dkim_and_dns_cli(make_server):
     assert r.returncode == 1 and b"no key with selector s1r" in r.stderr
     assert b"keygen" in s.cli("dkim", "--help").stdout
     assert b"records" in s.cli("dns", "--help").stdout
+
+
+def test_big_message_and_bdat_verify(pair):
+    """A 3 MB message (many flushes of the body canonicalizer) signed by A
+    passes at B; the same content sent to B with BDAT in two chunks
+    verifies too."""
+    a, b, dns = pair
+    line = "0123456789 " * 7 + "\r\n"
+    body = ("From: %s\r\nTo: bob@receive.test\r\nSubject: big\r\n\r\n" % ALICE) + line * 40000
+    with smtplib.SMTP(a.ip, 2587, timeout=60) as c:
+        c.login(ALICE, "secret-Passw0rd")
+        c.sendmail(ALICE, ["bob@receive.test"], body.encode())
+    raw = stored(b)
+    assert auth_results(raw).count("dkim=pass") == 2, auth_results(raw)
+    c = open_conn(b.ip, source=a.ip)
+    try:
+        half = len(raw) // 2
+        c.expect("MAIL FROM:<%s>" % ALICE, 250)
+        c.expect("RCPT TO:<bob@receive.test>", 250)
+        c.send(b"BDAT %d\r\n" % half + raw[:half])
+        assert c.reply()[0] == 250
+        c.send(b"BDAT %d LAST\r\n" % (len(raw) - half) + raw[half:])
+        code, text = c.reply()
+        assert code == 250, text
+    finally:
+        c.close()
+    ar = auth_results(stored(b, n=2))
+    assert ar.count("dkim=pass") == 2 and "dmarc=pass" in ar and "spf=pass" in ar, ar
+
+
+def test_slow_key_lookup_and_a_client_that_leaves(make_server, make_dns):
+    """A signature whose key server never answers: the end of DATA waits for
+    the resolver's timeout, then dkim=temperror and the message is kept. A
+    client that leaves while the server waits does not stop the commit (as
+    during the fsync: input is not read meanwhile; at worst the message
+    arrives twice, never not at all), and the server goes on."""
+    b = make_server(domain="receive.test", users=("bob",), start=False, spf=True)
+    dns = make_dns({"receive.test": ["receive.test. 300 IN MX 10 mail.receive.test."]},
+                   slow=["slow.test"])
+    b.conf.write_text(b.conf.read_text() + "\n" + dns.conf_line() + "\n")
+    b.start()
+    msg = (b"From: x@fine.test\r\nSubject: s\r\n"
+           b"DKIM-Signature: v=1; a=rsa-sha256; d=slow.test; s=k; h=from; bh=AAAA; b=AAAA\r\n"
+           b"\r\nbody\r\n")
+    t0 = time.time()
+    code, text = forge(b, msg, mail_from="x@fine.test")
+    assert code == 250, text
+    assert 3 < time.time() - t0 < 20
+    ar = auth_results(stored(b))
+    assert "dkim=temperror" in ar and "dmarc=none" in ar, ar
+    c = open_conn(b.ip, source=next_ip())
+    c.expect("MAIL FROM:<x@fine.test>", 250)
+    c.expect("RCPT TO:<bob@receive.test>", 250)
+    c.expect("DATA", 354)
+    c.send(msg + b".\r\n")
+    time.sleep(0.5)
+    c.close()
+    b.wait_count("bob@receive.test", 2, timeout=15)
+    assert b.log_text().count('dkim="d=slow.test s=k temperror"') == 2, b.log_text()[-3000:]
+    c = open_conn(b.ip, source=next_ip())  # still serving
+    c.expect("QUIT", 221)
+    c.close()

@@ -9,6 +9,8 @@
  *   A A B s|r          "aligned" or "not-aligned"
  *   X                  forget the TXT records
  *   D NAME HEX         a TXT record at NAME (e.g. _dmarc.example.com)
+ *   F HEX              the author domain of a From field value (msgcheck's
+ *                      extraction): the domain, or "-"
  *   E FROM MAILFROM "SPF DKIM"
  *                      evaluate: SPF pass or another word; DKIM "d:pass,d:fail" or
  *                      "-"; prints "spf_aligned dkim_aligned result policy|absent"
@@ -19,6 +21,7 @@
 #include <strings.h>
 
 #include "auth/dmarc.h"
+#include "auth/msgcheck.h"
 #include "driver_hex.h"
 
 #define TXT_MAX 64
@@ -87,6 +90,14 @@ int main(void)
 			for (size_t i = 0; i < r.nruf; i++)
 				printf("%s%s", i ? "," : "", r.ruf[i]);
 			printf("\n");
+		} else if (strcmp(f[0], "F") == 0 && n == 2) {
+			driver_unhex(f[1], &b);
+			struct buf h = BUF_INIT;
+			buf_printf(&h, "From: %s\r\nSubject: x\r\n\r\n", buf_cstr(&b));
+			char d[256];
+			msgcheck_author_domain(h.data, h.len, d, sizeof d);
+			printf("%s\n", d[0] ? d : "-");
+			buf_free(&h);
 		} else if (strcmp(f[0], "O") == 0 && n == 2) {
 			dmarc_org_domain(psl, f[1], &out);
 			printf("%s\n", buf_cstr(&out));

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """DMARC vectors of ../shared/conformance/dmarc (records, alignment,
-Organizational Domain) against dakiya's pure DMARC functions, through
+Organizational Domain, the author domain of From values) against dakiya's
+pure DMARC functions, through
 tests/unit/dmarc_driver.
 
     dmarc_vectors.py DRIVER CONFORMANCE_DIR      prints "N passed, M failed"
@@ -82,6 +83,10 @@ def main():
     lines.append("P\t" + psl2014)
     for e in org["opendmarc-psl"]:
         ask("O\t" + e["domain"], ("word", e["org"]), "org " + e["domain"])
+    # the author domain of From values, malformed ones included (OpenDMARC's
+    # test_finddomain.c): DMARC must not be dodged by breaking the syntax
+    for e in org["opendmarc-from"]:
+        ask("F\t" + e["from"].encode().hex(), ("word", e["domain"]), "from " + e["from"])
     out = subprocess.run([driver], input="\n".join(lines) + "\n", capture_output=True,
                          text=True, timeout=60)
     if out.returncode != 0:
