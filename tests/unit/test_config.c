@@ -104,6 +104,12 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.delivery.connection_reuse_max, 100);
 	assert_true(cfg.checks.spf);
 	assert_int_equal(cfg.checks.timeout, 20);
+	assert_true(cfg.checks.dkim);
+	assert_true(cfg.checks.dmarc);
+	assert_string_equal(cfg.checks.dmarc_reject, "refuse");
+	assert_string_equal(cfg.checks.dmarc_quarantine, "junk");
+	assert_string_equal(cfg.checks.spf_fail, "junk");
+	assert_true(cfg.submission.dkim_sign);
 	assert_int_equal(config_listen_count(cfg.listen.smtp), 1);
 	assert_string_equal(cfg.listen.smtp[0], "0.0.0.0:25");
 	assert_string_equal(cfg.listen.submission[0], "0.0.0.0:587");
@@ -318,6 +324,10 @@ static void test_bad_values(void **state)
 	    "bad.conf:1:", "delivery.connection_reuse_max");
 	expect_error("checks { timeout = 0 }\n", "bad.conf:1:", "checks.timeout");
 	expect_error("checks { spf = maybe }\n", "bad.conf:1:", "spf");
+	expect_error("checks { dmarc_reject = \"bounce\" }\n", "bad.conf:1:",
+	    "checks.dmarc_reject \"bounce\" is not one of refuse, junk, deliver");
+	expect_error("\nchecks { spf_fail = \"\" }\n", "bad.conf:2:", "checks.spf_fail");
+	expect_error("checks { dkim = 2 }\n", "bad.conf:1:", "dkim");
 	expect_error("resolver = \"8.8.8.8@dns\"\n", "bad.conf:1:", "resolver");
 	expect_error("resolver = \"dns.example\"\n", "bad.conf:1:", "resolver");
 	expect_error("hostname = \"bad host\"\n", "bad.conf:1:", "hostname");
