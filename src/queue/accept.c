@@ -121,8 +121,24 @@ static void sign_late(struct accept_msg *m)
 	m->signer = NULL;
 }
 
+/* Write all n bytes to fd; 0 or -errno. */
+static int write_fd(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
 /* Late mode, on a sync thread: the blob file is our header lines and then
- * the content file, made durable; the content file goes. 0 or -errno. */
+ * the content (in memory, or the .part file it spilled to), made durable;
+ * the .part file goes. 0 or -errno. */
 static int assemble(struct accept_msg *m)
 {
 	if (m->signer)
@@ -132,19 +148,11 @@ static int assemble(struct accept_msg *m)
 	int out = open(buf_cstr(&m->path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (out < 0)
 		return -errno;
-	int rc = 0;
-	const char *p = m->late_prefix.data;
-	for (size_t n = m->late_prefix.len; n > 0 && rc == 0;) {
-		ssize_t w = write(out, p, n);
-		if (w < 0 && errno != EINTR)
-			rc = -errno;
-		if (w > 0) {
-			p += w;
-			n -= (size_t)w;
-		}
-	}
+	int rc = write_fd(out, m->late_prefix.data, m->late_prefix.len);
+	if (rc == 0 && m->fd < 0)
+		rc = write_fd(out, m->mem.data, m->mem.len);
 	off_t in_off = 0;
-	uint64_t left = m->size;
+	uint64_t left = m->fd < 0 ? 0 : m->size;
 	while (rc == 0 && left > 0) {
 		ssize_t c = copy_file_range(m->fd, &in_off, out, NULL, left, 0);
 		if (c < 0 &&
@@ -172,7 +180,9 @@ static int assemble(struct accept_msg *m)
 		unlink(buf_cstr(&m->path));
 		return rc;
 	}
-	unlink(buf_cstr(&m->part));
+	if (m->fd >= 0)
+		unlink(buf_cstr(&m->part));
+	buf_free(&m->mem);
 	m->size += m->late_prefix.len;
 	m->prefix_len += m->late_prefix.len;
 	return 0;
@@ -209,7 +219,7 @@ static void *sync_main(void *arg)
 			log_err(m->qid, "event=sync-failed path=%s error=\"%s\"",
 			    buf_cstr(&m->path), strerror(-rc));
 			unlink(buf_cstr(&m->path));
-			if (m->late)
+			if (m->spilled)
 				unlink(buf_cstr(&m->part));
 			m->rc = rc;
 			finish(m);
@@ -558,13 +568,14 @@ struct accept_msg *accept_begin(struct store *st, bool late)
 		errno = EIO;
 		return NULL;
 	}
-	const char *file = buf_cstr(&m->path);
 	if (late) {
+		/* the content waits in memory, or past ACCEPT_LATE_MEM in a
+		 * .part file, until the blob is assembled */
 		buf_printf(&m->part, "%s.part", buf_cstr(&m->path));
-		file = buf_cstr(&m->part);
+		buf_init(&m->mem, ACCEPT_LATE_MEM);
+		return m;
 	}
-	/* late: read back when the blob is assembled */
-	m->fd = open(file, (late ? O_RDWR : O_WRONLY) | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	m->fd = open(buf_cstr(&m->path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (m->fd < 0) {
 		int e = errno;
 		accept_free(m);
@@ -578,18 +589,31 @@ static void write_all(struct accept_msg *m, const char *p, size_t n)
 {
 	if (m->write_errno)
 		return;
-	while (n > 0) {
-		ssize_t w = write(m->fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
+	if (m->late && m->fd < 0) {
+		if (m->mem.len + n <= ACCEPT_LATE_MEM) {
+			buf_append(&m->mem, p, n);
+			m->size += n;
+			return;
+		}
+		/* too big to hold: on to the .part file (read back at assembly) */
+		m->fd = open(buf_cstr(&m->part), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (m->fd < 0) {
 			m->write_errno = errno;
 			return;
 		}
-		p += w;
-		n -= (size_t)w;
-		m->size += (uint64_t)w;
+		m->spilled = true;
+		int rc = write_fd(m->fd, m->mem.data, m->mem.len);
+		buf_free(&m->mem);
+		if (rc != 0) {
+			m->write_errno = -rc;
+			return;
+		}
 	}
+	int rc = write_fd(m->fd, p, n);
+	if (rc != 0)
+		m->write_errno = -rc;
+	else
+		m->size += n;
 }
 
 void accept_write_prefix(struct accept_msg *m, const void *p, size_t n)
@@ -757,9 +781,9 @@ void accept_abort(struct accept_msg *m)
 		close(m->fd);
 		m->fd = -1;
 	}
-	if (m->late && m->part.len)
+	if (m->spilled)
 		unlink(buf_cstr(&m->part));
-	else if (m->path.len)
+	else if (!m->late && m->path.len)
 		unlink(buf_cstr(&m->path));
 	accept_free(m);
 }
@@ -774,6 +798,7 @@ void accept_free(struct accept_msg *m)
 	buf_free(&m->dir);
 	buf_free(&m->hdr);
 	buf_free(&m->part);
+	buf_free(&m->mem);
 	buf_free(&m->late_prefix);
 	dkim_signer_free(m->signer);
 	dmarc_copy_free(m->dmarc);

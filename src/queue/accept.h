@@ -39,6 +39,7 @@ struct dkim_signer;
 typedef void (*accept_cb)(struct accept_msg *m, void *arg);
 
 #define ACCEPT_HDR_MAX (64 * 1024)
+#define ACCEPT_LATE_MEM (64 * 1024) /* late mode: content held in memory up to this */
 
 /* One RCPT that reached local mailboxes: the reports it may be owed after
  * the commit are decided from this (RFC 3461 5.2.3, 6.2.7). */
@@ -62,10 +63,13 @@ struct accept_msg {
 	int64_t received_ms;
 	struct buf hdr;    /* the start of the content, to find summary headers */
 	size_t prefix_len; /* bytes of our own prepended headers in the blob */
-	/* late prefix (accept_begin with late): the content goes to part (the
-	 * blob path + ".part") and our header lines wait in late; the sync
-	 * thread writes the blob as late + part (and signs first, if signer) */
-	bool late;
+	/* late prefix (accept_begin with late): the content waits in mem, or
+	 * once past ACCEPT_LATE_MEM in the file part (the blob path +
+	 * ".part", spilled); our header lines wait in late_prefix; the sync
+	 * thread writes the blob as late_prefix + content (signing first, if
+	 * signer) */
+	bool late, spilled;
+	struct buf mem;
 	struct buf part;
 	struct buf late_prefix;
 	struct dkim_signer *signer; /* owned; signs the content, see accept_set_signer */
