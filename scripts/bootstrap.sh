@@ -8,7 +8,7 @@ PKGS="build-essential meson ninja-build pkg-config clang lld
 libevent-dev libunbound-dev libsqlite3-dev libssl-dev libconfuse-dev libcrypt-dev
 libpsl-dev libidn2-dev libcmocka-dev libclang-rt-14-dev libfuzzer-14-dev
 python3 python3-pytest python3-yaml python3-dkim python3-nacl swaks libnet-ssleay-perl curl openssl unbound sqlite3 procps
-postfix publicsuffix"
+postfix publicsuffix opendkim"
 
 missing=""
 for p in $PKGS; do

@@ -12,6 +12,7 @@ what A signed, independently.
 import json
 import smtplib
 import sqlite3
+import subprocess
 import time
 
 import dkim
@@ -344,3 +345,32 @@ def test_slow_key_lookup_and_a_client_that_leaves(make_server, make_dns):
     c = open_conn(b.ip, source=next_ip())  # still serving
     c.expect("QUIT", 221)
     c.close()
+
+
+def test_opendkim_verifies_what_we_sign(pair, tmp_path):
+    """OpenDKIM (Debian's opendkim, `opendkim -t` with TestPublicKeys: the
+    published records, no DNS) verifies both of A's signatures on bob's
+    copy, and fails both once a signed field changes."""
+    a, b, dns = pair
+    submit(a, ["bob@receive.test"], "for opendkim")
+    raw = stored(b)
+    keys = tmp_path / "keys"
+    keys.write_text("".join("%s %s\n" % kv for kv in published(a).items()))
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text("Mode v\nTestPublicKeys %s\nSyslog no\nAlwaysAddARHeader yes\n"
+                    "MinimumKeyBits 1024\n" % keys)
+
+    def opendkim(msg):
+        f = tmp_path / "m.eml"
+        f.write_bytes(msg)
+        r = subprocess.run(["opendkim", "-x", str(conf), "-vvv", "-t", str(f)],
+                           capture_output=True, timeout=60)
+        out = (r.stdout + r.stderr).decode(errors="replace")
+        return [l.strip() for l in out.splitlines() if l.strip().startswith("dkim=")]
+
+    got = opendkim(raw)
+    assert len(got) == 2 and all(l.startswith("dkim=pass") for l in got), got
+    assert any("header.a=rsa-sha256" in l for l in got), got
+    assert any("header.a=ed25519-sha256" in l for l in got), got
+    got = opendkim(raw.replace(b"Subject: for opendkim", b"Subject: for opendkin"))
+    assert len(got) == 2 and all(l.startswith("dkim=fail") for l in got), got
