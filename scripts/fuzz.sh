@@ -11,7 +11,7 @@ set -eu
 SECS=${1:-60}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD="$ROOT/build-fuzz"
-TARGETS="smtp_command smtp_data smtp_input mime_addr sasl smtp_reply dsn_params spf auth_results dmarc"
+TARGETS="smtp_command smtp_data smtp_input mime_addr sasl smtp_reply dsn_params spf auth_results dmarc dkim_tags dkim_canon"
 
 cd "$ROOT"
 if [ ! -f "$BUILD/build.ninja" ]; then
