@@ -691,13 +691,20 @@ struct field {
 };
 
 /* Split a header section into fields (up to the empty line); lines that
- * are not fields (no colon) are kept with nlen 0. Returns the count. */
-static size_t split_fields(const char *h, size_t hlen, struct field *f, size_t max)
+ * are not fields (no colon) are kept with nlen 0. Returns the count; *more
+ * is set when fields beyond max were left out (nobody may rely on the
+ * rest: a From added there would be invisible to oversigning). */
+static size_t split_fields(const char *h, size_t hlen, struct field *f, size_t max, bool *more)
 {
 	size_t pos = 0, nf = 0;
-	while (pos < hlen && nf < max) {
+	*more = false;
+	while (pos < hlen) {
 		if (h[pos] == '\n' || (h[pos] == '\r' && pos + 1 < hlen && h[pos + 1] == '\n'))
 			break; /* the empty line */
+		if (nf == max) {
+			*more = true;
+			break;
+		}
 		size_t st = pos;
 		for (;;) {
 			const char *lf = memchr(h + pos, '\n', hlen - pos);
@@ -826,7 +833,8 @@ struct dkim_verify *dkim_verify_new(const char *hdr, size_t hlen, int64_t now)
 	v->now = now;
 	dkim_body_canon_init(&v->canon[0], false);
 	dkim_body_canon_init(&v->canon[1], true);
-	size_t nf = split_fields(hdr, hlen, f, DKIM_HEADERS_MAX);
+	bool more;
+	size_t nf = split_fields(hdr, hlen, f, DKIM_HEADERS_MAX, &more);
 	struct buf why = BUF_INIT;
 	buf_init(&why, 256);
 	for (size_t j = 0; j < nf; j++) {
@@ -851,6 +859,11 @@ struct dkim_verify *dkim_verify_new(const char *hdr, size_t hlen, int64_t now)
 		scopy(s->res.b_prefix, sizeof s->res.b_prefix, s->sig.b_prefix);
 		if (!ok) {
 			decide(s, DKIM_PERMERROR, buf_err(&why) ? "bad signature" : buf_cstr(&why));
+			continue;
+		}
+		if (more) {
+			decide(
+			    s, DKIM_PERMERROR, "the header section has too many fields to check");
 			continue;
 		}
 		if (s->sig.alg == DKIM_RSA_SHA1) {
@@ -1174,7 +1187,12 @@ bool dkim_signer_finish(
 	bool *used = calloc(DKIM_HEADERS_MAX, sizeof *used);
 	char(*h)[80] = calloc(DKIM_H_MAX, sizeof *h);
 	bool ok = f != NULL && used != NULL && h != NULL;
-	size_t nf = ok ? split_fields(hdr, hlen, f, DKIM_HEADERS_MAX) : 0, nh = 0, nfrom = 0;
+	bool more = false;
+	size_t nf = ok ? split_fields(hdr, hlen, f, DKIM_HEADERS_MAX, &more) : 0, nh = 0, nfrom = 0;
+	if (more) {
+		buf_puts(why, "the header section has too many fields to sign");
+		ok = false;
+	}
 	for (size_t j = 0; j < nf; j++)
 		nfrom += field_is(&f[j], "from");
 	if (ok && nfrom == 0) {

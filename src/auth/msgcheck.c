@@ -50,6 +50,7 @@ struct msgcheck {
 	msgcheck_cb cb;
 	void *cb_arg;
 	char from[DKIM_DOMAIN_MAX + 1];
+	enum msgcheck_from from_status;
 	bool finished, evaluated;
 	struct dmarc_verdict verdict;
 	enum msgcheck_action action;
@@ -135,19 +136,60 @@ static bool put_domain(const char *d, size_t n, char *out, size_t max)
 	return true;
 }
 
-void msgcheck_author_domain(const char *hdr, size_t hlen, char *out, size_t max)
+/* The number of From fields (name compared as relaxed canonicalization
+ * would: case-insensitive, whitespace before the colon ignored). */
+static size_t from_fields(const char *h, size_t n)
+{
+	size_t count = 0;
+	for (size_t pos = 0; pos < n;) {
+		const char *lf = memchr(h + pos, '\n', n - pos);
+		size_t end = lf ? (size_t)(lf - h) + 1 : n;
+		if (end - pos <= 2 && (h[pos] == '\r' || h[pos] == '\n'))
+			break; /* the empty line */
+		if (h[pos] != ' ' && h[pos] != '\t') {
+			size_t k = pos;
+			while (k < end && h[k] != ':')
+				k++;
+			size_t e = k;
+			while (e > pos && (h[e - 1] == ' ' || h[e - 1] == '\t'))
+				e--;
+			if (k < end && e - pos == 4 && strncasecmp(h + pos, "from", 4) == 0)
+				count++;
+		}
+		pos = end;
+	}
+	return count;
+}
+
+enum msgcheck_from msgcheck_author_domain(const char *hdr, size_t hlen, char *out, size_t max)
 {
 	out[0] = '\0';
+	size_t nfrom = from_fields(hdr, hlen);
+	if (nfrom == 0)
+		return MSGCHECK_FROM_NONE;
 	struct buf v = BUF_INIT;
-	buf_init(&v, 16384);
+	buf_init(&v, hlen + 16);
 	struct mime_addr_list l = {0};
-	if (!smtp_header_get(hdr, hlen, "From", &v, 8192)) {
+	enum msgcheck_from st = nfrom > 1 ? MSGCHECK_FROM_MANY : MSGCHECK_FROM_ONE;
+	/* the whole value, however long: a cut one could hide its author */
+	if (!smtp_header_get(hdr, hlen, "From", &v, hlen + 1)) {
 		buf_free(&v);
-		return;
+		return nfrom > 1 ? MSGCHECK_FROM_MANY : MSGCHECK_FROM_NONE;
 	}
-	if (mime_addr_list_parse(v.data, v.len, &l) == MIME_ADDR_OK && l.n > 0 &&
-	    l.v[0].domain != NULL) {
-		put_domain(l.v[0].domain, strlen(l.v[0].domain), out, max);
+	if (mime_addr_list_parse(v.data, v.len, &l) == MIME_ADDR_OK && l.n > 0) {
+		for (size_t i = 0; i < l.n; i++) {
+			char d[256];
+			if (l.v[i].domain == NULL ||
+			    !put_domain(l.v[i].domain, strlen(l.v[i].domain), d,
+			        sizeof d < max ? sizeof d : max))
+				continue;
+			if (out[0] == '\0')
+				snprintf(out, max, "%s", d);
+			else if (strcmp(out, d) != 0 && st == MSGCHECK_FROM_ONE)
+				st = MSGCHECK_FROM_DOMAINS;
+		}
+		if (out[0] == '\0' && st == MSGCHECK_FROM_ONE)
+			st = MSGCHECK_FROM_NONE; /* an empty group: no author named */
 	} else {
 		/* A From the grammar refuses still names its author to a reader,
 		 * so DMARC must not be skipped (a forger would only have to break
@@ -166,9 +208,12 @@ void msgcheck_author_domain(const char *hdr, size_t hlen, char *out, size_t max)
 				n++;
 			put_domain(at + 1, n, out, max);
 		}
+		if (out[0] == '\0' && st == MSGCHECK_FROM_ONE)
+			st = MSGCHECK_FROM_NONE;
 	}
 	mime_addr_list_free(&l);
 	buf_free(&v);
+	return st;
 }
 
 static void ask_dmarc(struct msgcheck *mc, const char *domain)
@@ -202,7 +247,7 @@ void msgcheck_header(struct msgcheck *mc, const char *hdr, size_t hlen)
 			q->req = dns_query(mc->dns, name, DNS_TXT, key_answer, q);
 		}
 	}
-	msgcheck_author_domain(hdr, hlen, mc->from, sizeof mc->from);
+	mc->from_status = msgcheck_author_domain(hdr, hlen, mc->from, sizeof mc->from);
 	if (mc->want_dmarc && mc->from[0] && mc->dns != NULL) {
 		struct buf org = BUF_INIT;
 		buf_init(&org, 512);
@@ -283,6 +328,36 @@ void msgcheck_finish(
 		};
 		dmarc_evaluate(mc->psl, &in, dmarc_txt, mc, &mc->verdict);
 		mc->evaluated = true;
+		struct dmarc_verdict *vd = &mc->verdict;
+		/* A fail that an identifier we could not check might have turned
+		 * into a pass is not a fail (RFC 7489 6.6.2: temporary errors):
+		 * an aligned signature whose key could not be fetched, or SPF in
+		 * temperror (or not checked) for an aligned MAIL FROM domain. */
+		bool unknown = false;
+		for (size_t i = 0; vd->result == DMARC_RESULT_FAIL && i < msgcheck_ndkim(mc); i++) {
+			const struct dkim_sig_result *r = msgcheck_dkim(mc, i);
+			unknown |= r->result == DKIM_TEMPERROR && r->d[0] &&
+			           dmarc_aligned(mc->psl, r->d, mc->from, vd->rec.adkim_strict);
+		}
+		bool spf_unknown = spf == NULL || !spf->checked || spf->result == SPF_TEMPERROR;
+		if (vd->result == DMARC_RESULT_FAIL && spf_unknown && in.mail_from_domain[0] &&
+		    dmarc_aligned(mc->psl, in.mail_from_domain, mc->from, vd->rec.aspf_strict))
+			unknown = true;
+		if (unknown)
+			vd->result = DMARC_RESULT_TEMPERROR;
+	}
+	if (mc->from_status != MSGCHECK_FROM_ONE && mc->want_dmarc) {
+		/* RFC 5322 3.6: exactly one From; RFC 7489 6.6.1: several
+		 * authors would each need their policy, and a forger hides
+		 * behind the first */
+		mc->action = MSGCHECK_REFUSE;
+		snprintf(mc->why, sizeof mc->why, "%s",
+		    mc->from_status == MSGCHECK_FROM_NONE ? "it has no From field naming its author"
+		    : mc->from_status == MSGCHECK_FROM_MANY ? "it has more than one From field"
+		                                            : "its From field names authors of "
+		                                              "different domains");
+		mc->disposition = "reject";
+		return;
 	}
 	const struct dmarc_verdict *v = mc->evaluated ? &mc->verdict : NULL;
 	if (v && v->result == DMARC_RESULT_FAIL && v->have_policy && v->policy != DMARC_NONE) {

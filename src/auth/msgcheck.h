@@ -90,10 +90,19 @@ void msgcheck_auth_results(const struct msgcheck *mc, const char *authserv_id,
 void msgcheck_dkim_summary(const struct msgcheck *mc, struct buf *out);
 void msgcheck_free(struct msgcheck *mc); /* cancels pending lookups; NULL ok */
 
-/* The domain of the first author in the From field of a header section,
- * lower case, into out; "" when there is no From, it cannot be parsed or
- * names no domain. */
-void msgcheck_author_domain(const char *hdr, size_t hlen, char *out, size_t max);
+/* The author domain of a header section's From field, lower case, into out
+ * ("" when there is none); from a From the grammar refuses, the domain after
+ * its last "@". The status says whether the section has exactly one From
+ * whose authors share one domain; with DMARC on, anything else is refused
+ * (RFC 5322 3.6 wants one From; RFC 7489 6.6.1 lets receivers refuse
+ * several authors, whom a forger would hide behind). */
+enum msgcheck_from {
+	MSGCHECK_FROM_ONE,     /* one From field, one author domain */
+	MSGCHECK_FROM_NONE,    /* no From field, or no author in it */
+	MSGCHECK_FROM_MANY,    /* more than one From field */
+	MSGCHECK_FROM_DOMAINS, /* authors of different domains */
+};
+enum msgcheck_from msgcheck_author_domain(const char *hdr, size_t hlen, char *out, size_t max);
 
 /* Header comments and property values: printable ASCII only (RFC 8601
  * keeps to RFC 5322 atoms and comments), at most max bytes. */

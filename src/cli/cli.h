@@ -113,10 +113,11 @@ int cmd_dns(struct cli *cli, int argc, char **argv);      /* cmd_dkim.c */
 int cmd_check(struct cli *cli, int argc, char **argv);    /* cmd_check.c */
 /* New DKIM keys for domain (ours): selectors BASE+"r" and BASE+"e" (BASE
  * dkYYYYMMDD when NULL), or only one ("rsa"/"ed25519") at exactly BASE;
- * their zone-file lines appended to out (may be NULL). 0, or 1 after an
- * error message. */
+ * each signs at once if activate or the domain has no active key of its
+ * algorithm, else waits for `dkim activate`; their zone-file lines
+ * appended to out (may be NULL). 0, or 1 after an error message. */
 int cli_dkim_keygen(struct cli *cli, struct store *st, const char *domain, const char *base,
-    const char *only, struct buf *out);
+    const char *only, bool activate, struct buf *out);
 /* The records to publish for domain (ours) served by hostname, zone-file
  * lines (or JSON with cli->json) appended to out. */
 int cli_dns_records(

@@ -33,7 +33,9 @@ const char cli_help_dkim[] =
     "\n"
     "SYNOPSIS\n"
     "    dakiya [-c FILE] dkim keygen DOMAIN [--selector S] [--algorithm rsa|ed25519|both]\n"
+    "                                 [--activate]\n"
     "    dakiya [-c FILE] dkim list DOMAIN [--json]\n"
+    "    dakiya [-c FILE] dkim activate DOMAIN --selector S\n"
     "    dakiya [-c FILE] dkim del DOMAIN --selector S\n"
     "\n"
     "DESCRIPTION\n"
@@ -43,30 +45,39 @@ const char cli_help_dkim[] =
     "    occurs. Receivers check them against the public keys published in DNS at\n"
     "    SELECTOR._domainkey.DOMAIN.\n"
     "\n"
-    "    keygen  makes new keys. By default both: selectors SELr (RSA) and SELe (Ed25519),\n"
-    "            SEL being --selector or dkYYYYMMDD. With --algorithm rsa or ed25519,\n"
-    "            one key at exactly --selector. The private key goes to\n"
-    "            DATA_DIR/dkim/DOMAIN/SELECTOR.pem (mode 0600, readable by the server\n"
-    "            only); the record to publish is printed. The new keys sign from the next\n"
-    "            message on: publish the record first (see 'dakiya dns records').\n"
-    "    list    the keys, oldest first, with the record of each; \"signing\" marks the\n"
-    "            newest of each algorithm, the ones in use.\n"
-    "    del     forget a key and remove its file (retire it once mail signed with it\n"
-    "            is delivered: a few days after the next keygen).\n"
+    "    keygen    makes new keys. By default both: selectors SELr (RSA) and SELe\n"
+    "              (Ed25519), SEL being --selector or dkYYYYMMDD. With --algorithm rsa or\n"
+    "              ed25519, one key at exactly --selector. The private key goes to\n"
+    "              DATA_DIR/dkim/DOMAIN/SELECTOR.pem (mode 0600, readable by the server\n"
+    "              only); the record to publish is printed. The domain's first key of each\n"
+    "              algorithm signs from the next message on; a key made while another\n"
+    "              signs waits (\"waiting\") until 'activate', so that nothing is signed\n"
+    "              with a selector receivers cannot find yet (--activate: at once).\n"
+    "    list      the keys, oldest first, with their records: \"signing\" (the newest\n"
+    "              active key of its algorithm), \"published\" (older, still verifies),\n"
+    "              \"waiting\" (made, not yet activated).\n"
+    "    activate  let a waiting key sign (SELECTOR, or the pair SELr and SELe).\n"
+    "    del       forget a key and remove its file (SELECTOR, or the pair SELr and\n"
+    "              SELe); do it once mail signed with it is delivered, a few days after\n"
+    "              the next key signs.\n"
     "\n"
-    "    Rotating: 'dkim keygen D --selector NEW', publish NEW's records, wait for\n"
-    "    the DNS TTL; the old selectors still verify mail signed before; later\n"
-    "    'dkim del D --selector OLD' and remove the old records.\n"
+    "    Rotating: 'dkim keygen D --selector NEW'; publish NEWr's and NEWe's records and\n"
+    "    wait for the DNS TTL; 'dkim activate D --selector NEW'; the old selectors still\n"
+    "    verify mail signed before; days later 'dkim del D --selector OLD' and remove\n"
+    "    the old records.\n"
     "\n"
     "OPTIONS\n"
     "    --selector S   the selector (letters, digits, hyphens; see above)\n"
     "    --algorithm A  rsa, ed25519 or both (the default)\n"
-    "    --json         list: [{\"selector\",\"algorithm\",\"record\",\"created\",\"signing\"}]\n"
+    "    --activate     keygen: the new keys sign at once\n"
+    "    --json         list: [{\"selector\",\"algorithm\",\"record\",\"created\",\"signing\",\n"
+    "                   \"active\"}]\n"
     "    -h, --help     print this manual\n"
     "\n"
     "EXAMPLES\n"
     "    dakiya dkim keygen example.com\n"
     "    dakiya dkim keygen example.com --selector 2027a\n"
+    "    dakiya dkim activate example.com --selector 2027a\n"
     "    dakiya dkim list example.com\n";
 
 const char cli_help_dns[] =
@@ -98,6 +109,7 @@ const char cli_help_dns[] =
 
 struct dkim_args {
 	const char *verb, *domain, *selector, *algorithm;
+	bool activate;
 };
 
 static int parse(
@@ -107,6 +119,7 @@ static int parse(
 	    {"help", no_argument, NULL, 'h'},
 	    {"selector", required_argument, NULL, 's'},
 	    {"algorithm", required_argument, NULL, 'a'},
+	    {"activate", no_argument, NULL, 'A'},
 	    {NULL, 0, NULL, 0},
 	};
 	memset(a, 0, sizeof *a);
@@ -124,6 +137,9 @@ static int parse(
 			break;
 		case 'a':
 			a->algorithm = optarg;
+			break;
+		case 'A':
+			a->activate = true;
 			break;
 		default:
 			*done = true;
@@ -195,26 +211,37 @@ static void txt_strings(struct buf *b, const char *v)
 	}
 }
 
-/* mkdir mode 0700 (an existing directory is fine) owned like data_dir. */
-static int private_dir(const char *path, const struct stat *owner)
+/* Open (making it if needed, mode 0700) the directory name under dirfd,
+ * owned like data_dir when run as root; never through a symbolic link, so
+ * that a planted link cannot make root chown or write elsewhere. The fd,
+ * or -1 with errno. */
+static int private_dir(int dirfd, const char *name, const struct stat *owner)
 {
-	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+	if (mkdirat(dirfd, name, 0700) != 0 && errno != EEXIST)
 		return -1;
-	if (geteuid() == 0 && chown(path, owner->st_uid, owner->st_gid) != 0)
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
 		return -1;
-	return 0;
+	if (geteuid() == 0 && fchown(fd, owner->st_uid, owner->st_gid) != 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
 }
 
-/* Write pkey's PEM to path (new file, 0600, owned like data_dir, synced). */
-static int write_key(EVP_PKEY *pkey, const char *path, const struct stat *owner)
+/* Write pkey's PEM as the new file name in dirfd (0600, owned like
+ * data_dir, synced). 0, or -1 with errno. */
+static int write_key(EVP_PKEY *pkey, int dirfd, const char *name, const struct stat *owner)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -1;
 	FILE *f = fdopen(fd, "w");
 	if (f == NULL) {
 		close(fd);
-		unlink(path);
+		unlinkat(dirfd, name, 0);
 		return -1;
 	}
 	bool ok = PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL) == 1 && fflush(f) == 0 &&
@@ -224,15 +251,27 @@ static int write_key(EVP_PKEY *pkey, const char *path, const struct stat *owner)
 	if (fclose(f) != 0)
 		ok = false;
 	if (!ok) {
-		unlink(path);
+		unlinkat(dirfd, name, 0);
 		errno = e ? e : EIO;
 		return -1;
 	}
 	return 0;
 }
 
+/* Does the domain have an active key of this algorithm? */
+struct has_active {
+	const char *algorithm;
+	bool found;
+};
+
+static void has_active_cb(void *arg, const struct store_dkim_key *k)
+{
+	struct has_active *h = arg;
+	h->found |= k->active && strcmp(k->algorithm, h->algorithm) == 0;
+}
+
 int cli_dkim_keygen(struct cli *cli, struct store *st, const char *domain, const char *base,
-    const char *only, struct buf *out)
+    const char *only, bool activate, struct buf *out)
 {
 	char def[32];
 	if (base == NULL) {
@@ -246,37 +285,47 @@ int cli_dkim_keygen(struct cli *cli, struct store *st, const char *domain, const
 	const char *dd = store_data_dir(st);
 	if (stat(dd, &owner) != 0)
 		return cli_fail("cannot read %s: %s", dd, strerror(errno));
-	struct buf path = BUF_INIT, dir = BUF_INIT, rec = BUF_INIT;
-	buf_printf(&dir, "%s/dkim", dd);
-	if (private_dir(buf_cstr(&dir), &owner) != 0) {
-		int rc = cli_fail("cannot create %s: %s", buf_cstr(&dir), strerror(errno));
-		buf_free(&dir);
-		return rc;
-	}
-	buf_printf(&dir, "/%s", domain);
-	if (private_dir(buf_cstr(&dir), &owner) != 0) {
-		int rc = cli_fail("cannot create %s: %s", buf_cstr(&dir), strerror(errno));
-		buf_free(&dir);
-		return rc;
-	}
+	if (geteuid() != 0 && geteuid() != owner.st_uid)
+		return cli_fail(
+		    "the server could not read keys made by this user; run 'dakiya dkim "
+		    "keygen' as root or as the owner of %s (uid %u)",
+		    dd, (unsigned)owner.st_uid);
+	int ddfd = open(dd, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int kfd = ddfd < 0 ? -1 : private_dir(ddfd, "dkim", &owner);
+	int dfd = kfd < 0 ? -1 : private_dir(kfd, domain, &owner);
+	int e = errno;
+	if (ddfd >= 0)
+		close(ddfd);
+	if (kfd >= 0)
+		close(kfd);
+	if (dfd < 0)
+		return cli_fail(
+		    "cannot make %s/dkim/%s (a private directory, no symbolic links): %s", dd,
+		    domain, strerror(e));
+	struct buf path = BUF_INIT, rec = BUF_INIT;
 	int rc = 0;
 	for (int k = 0; k < 2 && rc == 0; k++) {
 		bool ed = k == 1;
-		if (only != NULL && strcmp(only, ed ? "ed25519" : "rsa") != 0)
+		const char *alg = ed ? "ed25519" : "rsa";
+		if (only != NULL && strcmp(only, alg) != 0)
 			continue;
-		char sel[80];
+		char sel[80], file[96];
 		snprintf(sel, sizeof sel, "%s%s", base, only ? "" : ed ? "e" : "r");
+		util_lower(sel);
+		snprintf(file, sizeof file, "%s.pem", sel);
 		if (store_dkim_path(st, domain, sel, &path) != STORE_OK) {
 			rc = cli_fail(
-			    "'%s' is not a usable selector; use letters, digits and hyphens", sel);
+			    "'%s' is not a usable selector; use letters, digits and hyphens", base);
 			break;
 		}
-		if (access(buf_cstr(&path), F_OK) == 0) {
-			rc = cli_fail(
-			    "%s already has a key with selector %s; pick another --selector",
-			    domain, sel);
+		struct has_active ha = {alg, false};
+		if (store_dkim_list(st, domain, has_active_cb, &ha) != STORE_OK) {
+			rc = cli_store_fail(cli, STORE_ERR, "cannot list the DKIM keys");
 			break;
 		}
+		/* the first key of its kind signs at once; a new one while another
+		 * signs waits until its record is published (dkim activate) */
+		bool active = activate || !ha.found;
 		EVP_PKEY *pk = dkim_keygen(ed);
 		buf_reset(&rec);
 		if (pk == NULL || !dkim_key_record(pk, &rec)) {
@@ -285,15 +334,20 @@ int cli_dkim_keygen(struct cli *cli, struct store *st, const char *domain, const
 			    "cannot make an %s key (OpenSSL failed)", ed ? "Ed25519" : "RSA");
 			break;
 		}
-		if (write_key(pk, buf_cstr(&path), &owner) != 0) {
+		if (write_key(pk, dfd, file, &owner) != 0) {
 			EVP_PKEY_free(pk);
-			rc = cli_fail("cannot write %s: %s", buf_cstr(&path), strerror(errno));
+			rc =
+			    errno == EEXIST
+			        ? cli_fail("%s already has a key with selector %s; pick "
+			                   "another --selector",
+			              domain, sel)
+			        : cli_fail("cannot write %s: %s", buf_cstr(&path), strerror(errno));
 			break;
 		}
 		EVP_PKEY_free(pk);
-		int src = store_dkim_add(st, domain, sel, ed ? "ed25519" : "rsa", buf_cstr(&rec));
+		int src = store_dkim_add(st, domain, sel, alg, buf_cstr(&rec), active);
 		if (src != STORE_OK) {
-			unlink(buf_cstr(&path));
+			unlinkat(dfd, file, 0);
 			rc = src == STORE_EXISTS
 			         ? cli_fail("%s already has a key with selector %s; pick another "
 			                    "--selector",
@@ -306,9 +360,14 @@ int cli_dkim_keygen(struct cli *cli, struct store *st, const char *domain, const
 			txt_strings(out, buf_cstr(&rec));
 			buf_putc(out, '\n');
 		}
+		if (!active && out)
+			buf_printf(out,
+			    "    (%s waits: publish it, then 'dakiya dkim activate %s "
+			    "--selector %s')\n",
+			    sel, domain, only ? sel : base);
 	}
+	close(dfd);
 	buf_free(&path);
-	buf_free(&dir);
 	buf_free(&rec);
 	return rc;
 }
@@ -402,6 +461,8 @@ static void list_cb(void *arg, const struct store_dkim_key *k)
 		json_int(&l->j, (int64_t)k->created);
 		json_key(&l->j, "signing");
 		json_bool(&l->j, k->signing);
+		json_key(&l->j, "active");
+		json_bool(&l->j, k->active);
 		json_object_end(&l->j);
 		return;
 	}
@@ -410,7 +471,34 @@ static void list_cb(void *arg, const struct store_dkim_key *k)
 	gmtime_r(&k->created, &tm);
 	strftime(date, sizeof date, "%Y-%m-%d", &tm);
 	buf_printf(&l->out, "%-16s %-8s %s %-9s %s\n", k->selector, k->algorithm, date,
-	    k->signing ? "signing" : "published", k->record);
+	    k->signing  ? "signing"
+	    : k->active ? "published"
+	                : "waiting",
+	    k->record);
+}
+
+/* del or activate: the selector S itself, else the pair S+"r" and S+"e"
+ * keygen made; the selectors changed go to done. */
+static int change_keys(
+    struct store *st, const char *d, const char *sel, bool del, char (*done)[80], size_t *ndone)
+{
+	*ndone = 0;
+	char want[3][80];
+	snprintf(want[0], sizeof want[0], "%s", sel);
+	snprintf(want[1], sizeof want[1], "%sr", sel);
+	snprintf(want[2], sizeof want[2], "%se", sel);
+	for (int k = 0; k < 3; k++) {
+		util_lower(want[k]);
+		int rc = del ? store_dkim_del(st, d, want[k]) : store_dkim_activate(st, d, want[k]);
+		if (rc == STORE_NOTFOUND)
+			continue;
+		if (rc != STORE_OK)
+			return rc;
+		snprintf(done[(*ndone)++], 80, "%s", want[k]);
+		if (k == 0)
+			break; /* the exact selector: not a pair */
+	}
+	return *ndone ? STORE_OK : STORE_NOTFOUND;
 }
 
 int cmd_dkim(struct cli *cli, int argc, char **argv)
@@ -421,26 +509,34 @@ int cmd_dkim(struct cli *cli, int argc, char **argv)
 	if (done)
 		return rc;
 	if (a.verb == NULL)
-		return cli_fail("'dakiya dkim' needs a verb: keygen, list or del; see 'dakiya dkim "
-		                "--help'");
+		return cli_fail("'dakiya dkim' needs a verb: keygen, list, activate or del; see "
+		                "'dakiya dkim --help'");
 	bool keygen = strcmp(a.verb, "keygen") == 0, list = strcmp(a.verb, "list") == 0,
-	     del = strcmp(a.verb, "del") == 0;
-	if (!keygen && !list && !del)
-		return cli_fail("unknown verb 'dkim %s'; use keygen, list or del", a.verb);
+	     del = strcmp(a.verb, "del") == 0, act = strcmp(a.verb, "activate") == 0;
+	if (!keygen && !list && !del && !act)
+		return cli_fail(
+		    "unknown verb 'dkim %s'; use keygen, list, activate or del", a.verb);
 	if (a.algorithm &&
 	    (!keygen || (strcmp(a.algorithm, "rsa") != 0 && strcmp(a.algorithm, "ed25519") != 0 &&
 	                    strcmp(a.algorithm, "both") != 0)))
 		return cli_fail(keygen ? "--algorithm is rsa, ed25519 or both"
 		                       : "--algorithm goes with 'dkim keygen' only");
-	if (del && a.selector == NULL)
+	if (a.activate && !keygen)
 		return cli_fail(
-		    "'dakiya dkim del' needs --selector; 'dakiya dkim list %s' shows them",
+		    "--activate goes with 'dkim keygen' only; to let a waiting key sign, "
+		    "run 'dakiya dkim activate DOMAIN --selector S'");
+	if (list && a.selector)
+		return cli_fail("'dakiya dkim list' takes no --selector; it lists every key");
+	if ((del || act) && a.selector == NULL)
+		return cli_fail(
+		    "'dakiya dkim %s' needs --selector; 'dakiya dkim list %s' shows them", a.verb,
 		    a.domain ? a.domain : "DOMAIN");
 	struct store *st = NULL;
 	char *d = our_domain(cli,
 	    keygen ? "dkim keygen"
 	    : list ? "dkim list"
-	           : "dkim del",
+	    : del  ? "dkim del"
+	           : "dkim activate",
 	    a.domain, &st);
 	if (d == NULL)
 		return 1;
@@ -453,9 +549,8 @@ int cmd_dkim(struct cli *cli, int argc, char **argv)
 			    "--algorithm %s needs --selector, the key's selector", only);
 		}
 		struct buf out = BUF_INIT;
-		buf_printf(&out,
-		    "New DKIM keys for %s; they sign from the next message on. Publish:\n", d);
-		rc = cli_dkim_keygen(cli, st, d, a.selector, only, &out);
+		buf_printf(&out, "New DKIM keys for %s. Publish:\n", d);
+		rc = cli_dkim_keygen(cli, st, d, a.selector, only, a.activate, &out);
 		if (rc == 0) {
 			buf_printf(&out,
 			    "('dakiya dns records %s' prints every record of the domain.)\n", d);
@@ -465,24 +560,37 @@ int cmd_dkim(struct cli *cli, int argc, char **argv)
 		free(d);
 		return rc;
 	}
-	if (del) {
-		struct buf path = BUF_INIT;
-		rc = store_dkim_del(st, d, a.selector);
+	if (del || act) {
+		char changed[3][80];
+		size_t n = 0;
+		rc = change_keys(st, d, a.selector, del, changed, &n);
 		if (rc == STORE_NOTFOUND) {
 			rc = cli_fail(
 			    "%s has no key with selector %s; 'dakiya dkim list %s' shows them", d,
 			    a.selector, d);
 		} else if (rc != STORE_OK) {
-			rc = cli_store_fail(cli, rc, "cannot delete the key");
+			rc = cli_store_fail(
+			    cli, rc, del ? "cannot delete the key" : "cannot activate the key");
 		} else {
-			if (store_dkim_path(st, d, a.selector, &path) == STORE_OK)
-				unlink(buf_cstr(&path));
-			printf("Deleted selector %s of %s; remove its record %s._domainkey.%s from "
-			       "DNS.\n",
-			    a.selector, d, a.selector, d);
+			struct buf path = BUF_INIT;
+			for (size_t i = 0; i < n; i++) {
+				if (del && store_dkim_path(st, d, changed[i], &path) == STORE_OK &&
+				    unlink(buf_cstr(&path)) != 0 && errno != ENOENT)
+					fprintf(stderr,
+					    "dakiya: cannot remove %s: %s; remove it by hand\n",
+					    buf_cstr(&path), strerror(errno));
+				if (del)
+					printf("Deleted selector %s of %s; remove its record "
+					       "%s._domainkey.%s from DNS.\n",
+					    changed[i], d, changed[i], d);
+				else
+					printf(
+					    "Selector %s of %s signs from the next message on.\n",
+					    changed[i], d);
+			}
+			buf_free(&path);
 			rc = 0;
 		}
-		buf_free(&path);
 		free(d);
 		return rc;
 	}

@@ -736,7 +736,7 @@ static int quickstart(struct cli *cli, struct qs_opts *o)
 		goto out;
 	}
 	/* DKIM keys, and the records to publish */
-	if (cli_dkim_keygen(cli, st, o->domain, NULL, NULL, NULL) != 0)
+	if (cli_dkim_keygen(cli, st, o->domain, NULL, NULL, true, NULL) != 0)
 		goto out;
 	bool json = cli->json;
 	cli->json = false;

@@ -159,10 +159,14 @@ static int assemble(struct accept_msg *m)
 		    (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL)) {
 			char b[65536];
 			c = pread(m->fd, b, sizeof b, in_off);
-			if (c > 0 && write(out, b, (size_t)c) != c)
-				c = -1;
-			if (c > 0)
+			if (c > 0) {
+				int w = write_fd(out, b, (size_t)c);
+				if (w != 0) {
+					rc = w;
+					break;
+				}
 				in_off += c;
+			}
 		}
 		if (c < 0 && errno == EINTR)
 			continue;
@@ -591,8 +595,10 @@ static void write_all(struct accept_msg *m, const char *p, size_t n)
 		return;
 	if (m->late && m->fd < 0) {
 		if (m->mem.len + n <= ACCEPT_LATE_MEM) {
-			buf_append(&m->mem, p, n);
-			m->size += n;
+			if (!buf_append(&m->mem, p, n))
+				m->write_errno = ENOMEM; /* never a short blob */
+			else
+				m->size += n;
 			return;
 		}
 		/* too big to hold: on to the .part file (read back at assembly) */

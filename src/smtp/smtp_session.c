@@ -584,8 +584,12 @@ static void fix_headers(struct smtp_session *s, struct txn *t)
 	size_t hlen = t->hs.done ? (size_t)t->hs.size : t->out.len;
 	struct buf v = BUF_INIT;
 	buf_init(&v, 16384);
+	char dom[DKIM_DOMAIN_MAX + 1];
 	if (s->auth_user == NULL) {
 		/* a trusted local program: its From: is its own business */
+	} else if (msgcheck_author_domain(h, hlen, dom, sizeof dom) == MSGCHECK_FROM_MANY) {
+		/* only the first would be checked here, and every one is signed */
+		t->from_reply = "554 5.6.0 Message refused: it has more than one From: header";
 	} else if (!smtp_header_get(h, hlen, "From", &v, 8192)) {
 		t->from_reply = "554 5.6.0 Message refused: it has no From: header";
 	} else {
@@ -842,14 +846,16 @@ static void spf_for_checks(struct smtp_session *s, struct msgcheck_spf *sp)
 {
 	struct txn *t = s->tx;
 	*sp = (struct msgcheck_spf){0};
-	if (t->spf == NULL && !t->spf_timed_out)
-		return;
-	sp->checked = true;
+	/* the identity and its domain also when SPF was not checked: DMARC
+	 * must know what an unchecked SPF might have aligned */
 	bool helo = t->spf ? strcmp(spf_eval_identity(t->spf), "helo") == 0 : !t->mail_from[0];
 	sp->helo = helo;
 	sp->value = helo ? (s->helo ? s->helo : "") : t->mail_from;
 	const char *at = strrchr(t->mail_from, '@');
 	sp->domain = helo ? sp->value : at ? at + 1 : "";
+	if (t->spf == NULL && !t->spf_timed_out)
+		return;
+	sp->checked = true;
 	if (t->spf) {
 		sp->result = spf_eval_result(t->spf);
 		sp->reason = spf_eval_reason(t->spf);

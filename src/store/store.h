@@ -175,13 +175,16 @@ struct store_dkim_key {
 	const char *algorithm; /* "rsa" or "ed25519" */
 	const char *record;    /* "v=DKIM1; k=rsa; p=..." */
 	time_t created;
-	bool signing; /* the newest of its algorithm */
+	bool signing; /* the newest active key of its algorithm */
+	bool active;  /* may sign; false: made while others signed, waits for activate */
 };
 /* STORE_NOTLOCAL when the domain is not ours, STORE_EXISTS for a selector
  * the domain already has. */
 int store_dkim_add(struct store *st, const char *domain, const char *selector,
-    const char *algorithm, const char *record);
+    const char *algorithm, const char *record, bool active);
 int store_dkim_del(struct store *st, const char *domain, const char *selector);
+/* The key may sign from now on (the newest active key of each algorithm does). */
+int store_dkim_activate(struct store *st, const char *domain, const char *selector);
 /* Oldest first; STORE_NOTLOCAL when the domain is not ours. */
 int store_dkim_list(struct store *st, const char *domain,
     void (*cb)(void *arg, const struct store_dkim_key *k), void *arg);

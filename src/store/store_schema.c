@@ -135,8 +135,8 @@ const struct store_migration store_migrations[] = {
     {"queue: delay warning sent",
         "ALTER TABLE queue ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;"},
     /* DKIM signing keys: the public record here, the private key in the
-     * file data_dir/dkim/<domain>/<selector>.pem (0600); the newest key of
-     * each algorithm signs, older ones stay published until deleted */
+     * file data_dir/dkim/<domain>/<selector>.pem (0600); the newest active
+     * key of each algorithm signs, older ones stay published until deleted */
     {"dkim keys", "CREATE TABLE dkim_keys ("
                   "  id INTEGER PRIMARY KEY,"
                   "  domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,"
@@ -144,6 +144,7 @@ const struct store_migration store_migrations[] = {
                   "  algorithm TEXT NOT NULL," /* rsa, ed25519 */
                   "  record TEXT NOT NULL,"    /* the TXT value to publish */
                   "  created INTEGER NOT NULL,"
+                  "  active INTEGER NOT NULL DEFAULT 1," /* 0: waits for dkim activate */
                   "  UNIQUE (domain_id, selector)"
                   ");"},
     /* what DMARC aggregate reports (RFC 7489 7.2) are made of: one row per

@@ -97,6 +97,7 @@ enum stmt_id {
 	Q_QUEUE_PENDING,
 	Q_DKIM_ADD,
 	Q_DKIM_DEL,
+	Q_DKIM_ACTIVATE,
 	Q_DKIM_LIST,
 	Q_DMARC_ADD,
 	Q_DMARC_LIST,
@@ -209,13 +210,16 @@ static const char *const stmt_sql[Q__COUNT] = {
                         " WHERE id = ?1",
     [Q_QUEUE_PENDING] = "SELECT count(*) FROM queue_rcpts WHERE queue_id = ?1"
                         " AND status = 'pending'",
-    [Q_DKIM_ADD] = "INSERT INTO dkim_keys(domain_id, selector, algorithm, record, created)"
-                   " SELECT id, ?2, ?3, ?4, ?5 FROM domains WHERE name = ?1",
+    [Q_DKIM_ADD] = "INSERT INTO dkim_keys(domain_id, selector, algorithm, record, created,"
+                   " active) SELECT id, ?2, ?3, ?4, ?5, ?6 FROM domains WHERE name = ?1",
+    [Q_DKIM_ACTIVATE] = "UPDATE dkim_keys SET active = 1 WHERE selector = ?2"
+                        " AND domain_id = (SELECT id FROM domains WHERE name = ?1)",
     [Q_DKIM_DEL] = "DELETE FROM dkim_keys WHERE selector = ?2"
                    " AND domain_id = (SELECT id FROM domains WHERE name = ?1)",
     [Q_DKIM_LIST] = "SELECT k.selector, k.algorithm, k.record, k.created,"
-                    " k.id = (SELECT max(k2.id) FROM dkim_keys k2 WHERE"
-                    " k2.domain_id = k.domain_id AND k2.algorithm = k.algorithm)"
+                    " k.active AND k.id = (SELECT max(k2.id) FROM dkim_keys k2 WHERE"
+                    " k2.domain_id = k.domain_id AND k2.algorithm = k.algorithm"
+                    " AND k2.active), k.active"
                     " FROM dkim_keys k JOIN domains d ON d.id = k.domain_id"
                     " WHERE d.name = ?1 ORDER BY k.id",
     [Q_DMARC_ADD] = "INSERT INTO dmarc_results(time, queue_id, source_ip, header_from,"
@@ -1564,7 +1568,7 @@ static bool selector_ok(const char *s)
 }
 
 int store_dkim_add(struct store *st, const char *domain, const char *selector,
-    const char *algorithm, const char *record)
+    const char *algorithm, const char *record, bool active)
 {
 	char d[ADDR_DOMAIN_MAX + 1];
 	if (!domain_parse(domain, d) || !selector_ok(selector))
@@ -1577,6 +1581,7 @@ int store_dkim_add(struct store *st, const char *domain, const char *selector,
 	bind_str(s, 3, algorithm);
 	bind_str(s, 4, record);
 	sqlite3_bind_int64(s, 5, (int64_t)time(NULL));
+	sqlite3_bind_int(s, 6, active);
 	int rc = q_run(st, s), ret = STORE_OK;
 	if (is_unique_violation(rc))
 		ret = STORE_EXISTS;
@@ -1588,7 +1593,8 @@ int store_dkim_add(struct store *st, const char *domain, const char *selector,
 	return ret;
 }
 
-int store_dkim_del(struct store *st, const char *domain, const char *selector)
+/* Q_DKIM_DEL or Q_DKIM_ACTIVATE for (domain, selector). */
+static int dkim_change(struct store *st, enum stmt_id q, const char *domain, const char *selector)
 {
 	char d[ADDR_DOMAIN_MAX + 1];
 	if (!domain_parse(domain, d))
@@ -1597,18 +1603,28 @@ int store_dkim_del(struct store *st, const char *domain, const char *selector)
 	int ret = domain_id(st, d, &id);
 	if (ret != STORE_OK)
 		return ret == STORE_NOTFOUND ? STORE_NOTLOCAL : ret;
-	sqlite3_stmt *s = q_get(st, Q_DKIM_DEL);
+	sqlite3_stmt *s = q_get(st, q);
 	if (s == NULL)
 		return STORE_ERR;
 	bind_str(s, 1, d);
 	bind_str(s, 2, selector);
 	int rc = q_run(st, s);
 	if (rc != SQLITE_OK)
-		ret = db_fail(st, rc, "dkim key del");
+		ret = db_fail(st, rc, "dkim key change");
 	else if (sqlite3_changes(st->db) == 0)
 		ret = STORE_NOTFOUND;
-	q_done(st, Q_DKIM_DEL, s);
+	q_done(st, q, s);
 	return ret;
+}
+
+int store_dkim_del(struct store *st, const char *domain, const char *selector)
+{
+	return dkim_change(st, Q_DKIM_DEL, domain, selector);
+}
+
+int store_dkim_activate(struct store *st, const char *domain, const char *selector)
+{
+	return dkim_change(st, Q_DKIM_ACTIVATE, domain, selector);
 }
 
 int store_dkim_list(struct store *st, const char *domain,
@@ -1633,6 +1649,7 @@ int store_dkim_list(struct store *st, const char *domain,
 		    .record = (const char *)sqlite3_column_text(s, 2),
 		    .created = (time_t)sqlite3_column_int64(s, 3),
 		    .signing = sqlite3_column_int(s, 4) != 0,
+		    .active = sqlite3_column_int(s, 5) != 0,
 		};
 		cb(arg, &k);
 	}

@@ -41,7 +41,8 @@ def zones(a, b, dmarc=DMARC_REJECT, keys=None):
     z = {"example.test": ["example.test. 300 IN MX 10 mx.example.test.",
                           "mx.example.test. 300 IN A %s" % a.ip,
                           'example.test. 300 IN TXT "v=spf1 ip4:%s -all"' % a.ip]}
-    z["example.test"] += [txt_rr(n, v) for n, v in (keys or published(a)).items()]
+    keys = published(a) if keys is None else keys
+    z["example.test"] += [txt_rr(n, v) for n, v in keys.items()]
     if dmarc:
         z["example.test"].append(dmarc)
     z.update(mx_zone("receive.test", b.ip))
@@ -198,17 +199,23 @@ def test_no_dmarc_record_spf_fail_goes_to_junk_and_none_is_delivered(pair):
 
 
 def test_key_rotation_old_selector_still_verifies(pair):
-    """A new keygen: the new selectors sign; a message signed with the old
-    ones still verifies while their records stay published."""
+    """A new keygen while keys sign: the new ones wait until activated (their
+    records must be published first); then they sign, and a message signed
+    with the old ones still verifies while their records stay published."""
     a, b, dns = pair
     old = set(published(a))
     submit(a, ["bob@receive.test"], "before")
     before = stored(b)
-    a.cli("dkim", "keygen", "example.test", "--selector", "next")
+    out = a.cli("dkim", "keygen", "example.test", "--selector", "next").stdout.decode()
+    assert "dakiya dkim activate example.test --selector next" in out, out
+    keys = json.loads(a.cli("dkim", "list", "example.test", "--json").stdout)
+    assert sorted(k["selector"] for k in keys if not k["active"]) == ["nexte", "nextr"], keys
+    assert not any(k["signing"] for k in keys if k["selector"].startswith("next")), keys
+    dns.set_records(zones(a, b))  # old and new records published
+    a.cli("dkim", "activate", "example.test", "--selector", "next")
     keys = json.loads(a.cli("dkim", "list", "example.test", "--json").stdout)
     signing = sorted(k["selector"] for k in keys if k["signing"])
     assert signing == ["nexte", "nextr"], keys
-    dns.set_records(zones(a, b))  # old and new records published
     submit(a, ["bob@receive.test"], "after")
     after = stored(b, n=2)
     assert b"s=nextr;" in after and b"s=nexte;" in after
@@ -277,10 +284,23 @@ def test_dkim_and_dns_cli(make_server):
         ("example.test", "MX"), ("example.test", "TXT"), ("s1r._domainkey.example.test", "TXT"),
         ("s1e._domainkey.example.test", "TXT"), ("_dmarc.example.test", "TXT")]
     assert js[2]["value"] == keys[0]["record"]
-    s.cli("dkim", "del", "example.test", "--selector", "s1r")
+    s.cli("dkim", "del", "example.test", "--selector", "S1R")  # selectors ignore case
     assert not (s.dir / "data" / "dkim" / "example.test" / "s1r.pem").exists()
     r = s.cli("dkim", "del", "example.test", "--selector", "s1r", check=False)
     assert r.returncode == 1 and b"no key with selector s1r" in r.stderr
+    # the pair by its base name
+    s.cli("dkim", "keygen", "example.test", "--selector", "s2")
+    s.cli("dkim", "del", "example.test", "--selector", "s2")
+    assert [k["selector"] for k in json.loads(
+        s.cli("dkim", "list", "example.test", "--json").stdout)] == ["s1e"]
+    r = s.cli("dkim", "list", "example.test", "--selector", "x", check=False)
+    assert r.returncode == 1 and b"no --selector" in r.stderr
+    # a planted symbolic link is not followed (root would chown its target)
+    (s.dir / "data" / "dkim" / "other.test").symlink_to(s.dir)
+    s.cli("domain", "add", "other.test")
+    r = s.cli("dkim", "keygen", "other.test", check=False)
+    assert r.returncode == 1 and b"no symbolic links" in r.stderr, r.stderr
+    assert not list(s.dir.glob("*.pem"))
     assert b"keygen" in s.cli("dkim", "--help").stdout
     assert b"records" in s.cli("dns", "--help").stdout
 
@@ -374,3 +394,56 @@ def test_opendkim_verifies_what_we_sign(pair, tmp_path):
     assert any("header.a=ed25519-sha256" in l for l in got), got
     got = opendkim(raw.replace(b"Subject: for opendkim", b"Subject: for opendkin"))
     assert len(got) == 2 and all(l.startswith("dkim=fail") for l in got), got
+
+
+def test_dns_trouble_with_an_aligned_signature_is_not_a_fail(pair):
+    """A message A signed, relayed to B from outside A's SPF (as a forwarder
+    would), while A's key records cannot be fetched: dkim=temperror for the
+    aligned signatures, so DMARC is temperror, never fail: delivered under
+    p=reject."""
+    a, b, dns = pair
+    submit(a, ["bob@receive.test"], "relayed")
+    raw = stored(b)
+    z = zones(a, b, keys={})
+    dns.set_records(z, servfail=["broken.test", "_domainkey.example.test"])
+    code, text = forge(b, raw, mail_from="list@elsewhere.test")
+    assert code == 250, (code, text)
+    ar = auth_results(stored(b, n=2))
+    assert ar.count("dkim=temperror") == 2 and "dmarc=temperror" in ar, ar
+
+
+def test_several_from_fields_or_domains_are_refused(pair):
+    """With DMARC on, a forger cannot hide ceo@example.test behind another
+    author: a second From field, two author domains, a "from :" field, an
+    empty group or no From at all are refused; a From longer than 8 KB is
+    still read to its end."""
+    a, b, dns = pair
+    for hdr in (b"From: x@elsewhere.test\r\nFrom: The CEO <ceo@example.test>\r\n",
+                b"From: x@elsewhere.test, The CEO <ceo@example.test>\r\n",
+                b"From: x@elsewhere.test\r\nfrom : ceo@example.test\r\n",
+                b"From: undisclosed:;\r\n",
+                b"Sender: x@elsewhere.test\r\n"):
+        code, text = forge(b, hdr + b"Subject: hi\r\n\r\nbody\r\n", mail_from="x@elsewhere.test")
+        assert code == 550 and text[4:].startswith("5.7.1"), (hdr, code, text)
+    long_from = (b"From: (x@elsewhere.test" + b"\r\n " + b"y" * 70) * 130 + \
+        b") The CEO <ceo@example.test>\r\n"
+    code, text = forge(b, long_from + b"Subject: hi\r\n\r\nbody\r\n",
+                       mail_from="x@elsewhere.test")
+    assert code == 550 and "example.test is reject" in text, (code, text)
+    assert b.mailbox("bob@receive.test") == []
+
+
+def test_spf_off_does_not_turn_spf_aligned_mail_into_a_fail(make_server, make_dns):
+    """checks.spf = false with DMARC on: a message aligned by SPF only
+    cannot be judged, so it is delivered (dmarc=temperror), not refused."""
+    b = make_server(domain="receive.test", users=("bob",), start=False, spf=True,
+                    extra="checks { spf = false }")
+    src = next_ip()
+    dns = make_dns({"example.test": ['example.test. 300 IN TXT "v=spf1 ip4:%s -all"' % src,
+                                     DMARC_REJECT]})
+    b.conf.write_text(b.conf.read_text() + "\n" + dns.conf_line() + "\n")
+    b.start()
+    code, text = forge(b, FORGED, src=src)
+    assert code == 250, (code, text)
+    ar = auth_results(stored(b))
+    assert "dmarc=temperror" in ar and "spf=" not in ar, ar
