@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/util.h"
 #include <strings.h>
 
 const char *dkim_result_name(enum dkim_result r)
@@ -159,21 +161,6 @@ static const struct dkim_tag *tag_get(const struct dkim_tag *t, size_t n, const 
 
 /* ---------------------------------------------------------------- base64 */
 
-static int b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
 /* Decode base64 with folding whitespace in it into out (at most max
  * bytes); false on a bad character, bad padding or too much data. */
 static bool b64_decode(const char *p, size_t n, unsigned char *out, size_t max, size_t *olen)
@@ -190,7 +177,7 @@ static bool b64_decode(const char *p, size_t n, unsigned char *out, size_t max, 
 			chars++;
 			continue;
 		}
-		int v = b64_value(c);
+		int v = util_base64_value(c);
 		if (v < 0 || pad > 0)
 			return false;
 		chars++;

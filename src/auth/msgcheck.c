@@ -346,16 +346,16 @@ void msgcheck_finish(
 		if (unknown)
 			vd->result = DMARC_RESULT_TEMPERROR;
 	}
-	if (mc->from_status != MSGCHECK_FROM_ONE && mc->want_dmarc) {
-		/* RFC 5322 3.6: exactly one From; RFC 7489 6.6.1: several
-		 * authors would each need their policy, and a forger hides
-		 * behind the first */
+	if ((mc->from_status == MSGCHECK_FROM_MANY || mc->from_status == MSGCHECK_FROM_DOMAINS) &&
+	    mc->want_dmarc) {
+		/* RFC 5322 3.6: one From; RFC 7489 6.6.1: several authors would
+		 * each need their policy, and a forger hides behind the first.
+		 * (No From at all names no author to impersonate: no DMARC.) */
 		mc->action = MSGCHECK_REFUSE;
 		snprintf(mc->why, sizeof mc->why, "%s",
-		    mc->from_status == MSGCHECK_FROM_NONE ? "it has no From field naming its author"
-		    : mc->from_status == MSGCHECK_FROM_MANY ? "it has more than one From field"
-		                                            : "its From field names authors of "
-		                                              "different domains");
+		    mc->from_status == MSGCHECK_FROM_MANY ? "it has more than one From field"
+		                                          : "its From field names authors of "
+		                                            "different domains");
 		mc->disposition = "reject";
 		return;
 	}

@@ -93,9 +93,10 @@ void msgcheck_free(struct msgcheck *mc); /* cancels pending lookups; NULL ok */
 /* The author domain of a header section's From field, lower case, into out
  * ("" when there is none); from a From the grammar refuses, the domain after
  * its last "@". The status says whether the section has exactly one From
- * whose authors share one domain; with DMARC on, anything else is refused
- * (RFC 5322 3.6 wants one From; RFC 7489 6.6.1 lets receivers refuse
- * several authors, whom a forger would hide behind). */
+ * whose authors share one domain; with DMARC on, several From fields or
+ * author domains are refused (RFC 5322 3.6 wants one From; RFC 7489 6.6.1
+ * lets receivers refuse several authors, whom a forger would hide behind);
+ * no From names no author to impersonate and gets no DMARC. */
 enum msgcheck_from {
 	MSGCHECK_FROM_ONE,     /* one From field, one author domain */
 	MSGCHECK_FROM_NONE,    /* no From field, or no author in it */

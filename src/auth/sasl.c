@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/util.h"
+
 /* Decoded bytes of a PLAIN message: three fields and two separators. */
 #define PLAIN_MAX (3 * SASL_FIELD_MAX + 2)
 /* Longest base64 text for n decoded bytes. */
@@ -25,22 +27,6 @@
 
 static const char b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* The 6-bit value of c, or -1 if c is not in the alphabet. */
-static int b64_val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
 
 /* Decode in into out (room for len / 4 * 3 bytes); false on any deviation
  * from canonical base64. */
@@ -60,7 +46,7 @@ static bool b64_decode_raw(const char *in, size_t len, unsigned char *out, size_
 			pad = q[2] == '=' ? 2 : 1;
 		int v[4] = {0, 0, 0, 0};
 		for (int k = 0; k < 4 - pad; k++)
-			if ((v[k] = b64_val(q[k])) < 0)
+			if ((v[k] = util_base64_value(q[k])) < 0)
 				return false;
 		uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
 		             (uint32_t)v[3];

@@ -97,6 +97,27 @@ bool cli_valid_domain(const char *s);
 /* The domain part of an address (after the last '@'), or "" if none. */
 const char *cli_address_domain(const char *address);
 
+/* ---- the sending client (spf check, check): cli_sender.c ---- */
+struct event_base;
+struct dns_resolver;
+struct cli_sender {
+	const char *ip, *helo, *from; /* helo and from "" when not given */
+	const char *resolver, *timeout;
+	int first;     /* argv index of the first operand */
+	unsigned secs; /* per DNS query, after cli_sender_check */
+};
+/* getopt over --ip --helo --mail-from --resolver --timeout (--help prints
+ * help); *done when the command is over (help, or an error printed). */
+int cli_sender_parse(
+    const char *cmd, const char *help, int argc, char **argv, struct cli_sender *o, bool *done);
+/* The values make sense (an address, an identity, a timeout, default_secs
+ * without one): 0, or 1 after an error message. */
+int cli_sender_check(const char *cmd, struct cli_sender *o, unsigned default_secs);
+/* A new event loop and resolver: --resolver, else the configuration's (if
+ * loaded), else the system's. 0, or 1 after an error message. */
+int cli_sender_resolver(
+    struct cli *cli, const struct cli_sender *o, struct event_base **base, struct dns_resolver **r);
+
 /* ---- commands ---- */
 int cmd_quickstart(struct cli *cli, int argc, char **argv);
 int cmd_serve(struct cli *cli, int argc, char **argv); /* cmd_serve.c */

@@ -8,7 +8,6 @@
  * "action: ..."), then the Authentication-Results field the MX would add;
  * --json an object with the same. Exit 0 whenever verdicts were reached.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <getopt.h>
@@ -232,66 +231,26 @@ static void print_json(
 
 int cmd_check(struct cli *cli, int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"ip", required_argument, NULL, 'i'},
-	    {"helo", required_argument, NULL, 'H'},
-	    {"mail-from", required_argument, NULL, 'f'},
-	    {"resolver", required_argument, NULL, 'r'},
-	    {"timeout", required_argument, NULL, 't'},
-	    {NULL, 0, NULL, 0},
-	};
-	const char *ip = NULL, *helo = "", *from = "", *resolver = NULL, *timeout = NULL;
-	optind = 0;
-	opterr = 0;
-	int c;
-	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			return cli_help(cli_help_check);
-		case 'i':
-			ip = optarg;
-			break;
-		case 'H':
-			helo = optarg;
-			break;
-		case 'f':
-			from = optarg;
-			break;
-		case 'r':
-			resolver = optarg;
-			break;
-		case 't':
-			timeout = optarg;
-			break;
-		default:
-			return cli_option_error("check", argv, c);
-		}
-	}
-	if (optind >= argc)
+	struct cli_sender o;
+	bool done;
+	int rc = cli_sender_parse("check", cli_help_check, argc, argv, &o, &done);
+	if (done)
+		return rc;
+	if (o.first >= argc)
 		return cli_fail("'dakiya check' needs a message file, e.g. 'dakiya check "
 		                "message.eml --ip 192.0.2.1 --helo mail.example.com --mail-from "
 		                "a@example.com'");
-	if (argc - optind > 1)
+	if (argc - o.first > 1)
 		return cli_fail(
-		    "'dakiya check' takes one message file; unexpected '%s'", argv[optind + 1]);
-	const char *path = argv[optind];
-	unsigned char tmp[16];
-	if (ip == NULL)
-		return cli_fail("'dakiya check' needs --ip, the address the message came from");
-	if (inet_pton(AF_INET, ip, tmp) != 1 && inet_pton(AF_INET6, ip, tmp) != 1)
-		return cli_fail("--ip '%s' is not an IPv4 or IPv6 address", ip);
-	if (*from == '\0' && *helo == '\0')
-		return cli_fail("give --mail-from, or --helo for the HELO identity");
-	unsigned secs = CHECK_TIMEOUT;
-	if (timeout != NULL && cli_parse_seconds("--timeout", timeout, 300, &secs) != 0)
+		    "'dakiya check' takes one message file; unexpected '%s'", argv[o.first + 1]);
+	const char *path = argv[o.first];
+	if (cli_sender_check("check", &o, CHECK_TIMEOUT) != 0)
 		return 1;
-	const char *cfg_resolver = "system", *receiver = "localhost";
+	const char *receiver = "localhost", *ip = o.ip, *helo = o.helo, *from = o.from;
 	struct msgcheck_policy pol = {MSGCHECK_REFUSE, MSGCHECK_JUNK, MSGCHECK_JUNK};
 	if (cli_have_config(cli)) {
 		if (cli_load_config(cli) != 0)
 			return 1;
-		cfg_resolver = cli->cfg.resolver;
 		receiver = cli->cfg.hostname;
 		pol = (struct msgcheck_policy){action_of(cli->cfg.checks.dmarc_reject),
 		    action_of(cli->cfg.checks.dmarc_quarantine),
@@ -308,22 +267,13 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 		return cli_fail(
 		    "cannot load the Public Suffix List; install the publicsuffix package");
 	}
-	struct dns_options opt = {resolver ? resolver : cfg_resolver, secs * 1000};
-	struct buf err = BUF_INIT;
-	struct event_base *base = event_base_new();
-	struct dns_resolver *r = base ? dns_resolver_new(base, &opt, &err) : NULL;
-	if (r == NULL) {
-		int rc = cli_fail("%s; %s", base ? buf_cstr(&err) : "cannot set up an event loop",
-		    resolver ? "check --resolver"
-		             : "check the resolver setting in the configuration file");
-		buf_free(&err);
+	struct event_base *base;
+	struct dns_resolver *r;
+	if (cli_sender_resolver(cli, &o, &base, &r) != 0) {
 		buf_free(&msg);
 		dmarc_psl_free(psl);
-		if (base)
-			event_base_free(base);
-		return rc;
+		return 1;
 	}
-	buf_free(&err);
 
 	struct spf_params p = {.ip = ip, .helo = helo, .sender = from, .receiver = receiver};
 	struct wait w = {base, NULL, false};
@@ -333,7 +283,7 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 	const char *data = msg.data ? msg.data : "";
 	size_t off = dkim_body_offset(data, msg.len);
 	struct msgcheck *mc = msgcheck_new(r, psl, true, true, (int64_t)time(NULL));
-	int rc = 0;
+	rc = 0;
 	if (w.spf == NULL || mc == NULL) {
 		rc = cli_fail("out of memory");
 	} else {

@@ -8,7 +8,6 @@
  * "domain", "lookups". Exit status 0 whenever a verdict was reached (fail
  * and temperror included: they are answers); 1 on usage errors.
  */
-#include <arpa/inet.h>
 #include <event2/event.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -82,85 +81,30 @@ static void on_result(struct spf_eval *e, void *arg)
 
 int cmd_spf(struct cli *cli, int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"ip", required_argument, NULL, 'i'},
-	    {"helo", required_argument, NULL, 'H'},
-	    {"mail-from", required_argument, NULL, 'f'},
-	    {"resolver", required_argument, NULL, 'r'},
-	    {"timeout", required_argument, NULL, 't'},
-	    {NULL, 0, NULL, 0},
-	};
-	const char *ip = NULL, *helo = "", *from = "", *resolver = NULL, *timeout = NULL;
-	optind = 0;
-	opterr = 0;
-	int c;
-	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			return cli_help(cli_help_spf);
-		case 'i':
-			ip = optarg;
-			break;
-		case 'H':
-			helo = optarg;
-			break;
-		case 'f':
-			from = optarg;
-			break;
-		case 'r':
-			resolver = optarg;
-			break;
-		case 't':
-			timeout = optarg;
-			break;
-		default:
-			return cli_option_error("spf", argv, c);
-		}
-	}
-	if (optind >= argc || strcmp(argv[optind], "check") != 0)
+	struct cli_sender o;
+	bool done;
+	int rc = cli_sender_parse("spf", cli_help_spf, argc, argv, &o, &done);
+	if (done)
+		return rc;
+	if (o.first >= argc || strcmp(argv[o.first], "check") != 0)
 		return cli_fail("'dakiya spf' needs the verb check, e.g. 'dakiya spf check --ip "
 		                "192.0.2.1 --helo mail.example.com --mail-from a@example.com'");
-	if (argc - optind > 1)
+	if (argc - o.first > 1)
 		return cli_fail(
-		    "'dakiya spf check' takes options only; got '%s'", argv[optind + 1]);
-	unsigned char tmp[16];
-	if (ip == NULL)
-		return cli_fail("'dakiya spf check' needs --ip, the client's address");
-	if (inet_pton(AF_INET, ip, tmp) != 1 && inet_pton(AF_INET6, ip, tmp) != 1)
-		return cli_fail("--ip '%s' is not an IPv4 or IPv6 address", ip);
-	if (*from == '\0' && *helo == '\0')
-		return cli_fail("give --mail-from, or --helo for the HELO identity");
-	if (*from == '<') {
-		size_t n = strlen(from);
-		return cli_fail("give --mail-from without the angle brackets: '%.*s'",
-		    (int)(n > 2 ? n - 2 : 0), from + 1);
-	}
-	unsigned secs = SPF_CLI_TIMEOUT;
-	if (timeout != NULL && cli_parse_seconds("--timeout", timeout, 300, &secs) != 0)
+		    "'dakiya spf check' takes options only; got '%s'", argv[o.first + 1]);
+	if (cli_sender_check("spf check", &o, SPF_CLI_TIMEOUT) != 0)
 		return 1;
-	const char *cfg_resolver = "system", *receiver = NULL;
+	const char *receiver = NULL;
 	if (cli_have_config(cli)) {
 		if (cli_load_config(cli) != 0)
 			return 1;
-		cfg_resolver = cli->cfg.resolver;
 		receiver = cli->cfg.hostname;
 	}
-	struct dns_options opt = {resolver ? resolver : cfg_resolver, secs * 1000};
-	struct buf err = BUF_INIT;
-	struct event_base *base = event_base_new();
-	struct dns_resolver *r = base ? dns_resolver_new(base, &opt, &err) : NULL;
-	if (r == NULL) {
-		int rc = cli_fail("%s; %s", base ? buf_cstr(&err) : "cannot set up an event loop",
-		    resolver ? "check --resolver"
-		             : "check the resolver setting in the configuration file");
-		buf_free(&err);
-		if (base)
-			event_base_free(base);
-		return rc;
-	}
-	buf_free(&err);
-	struct spf_params p = {.ip = ip, .helo = helo, .sender = from, .receiver = receiver};
+	struct event_base *base;
+	struct dns_resolver *r;
+	if (cli_sender_resolver(cli, &o, &base, &r) != 0)
+		return 1;
+	struct spf_params p = {.ip = o.ip, .helo = o.helo, .sender = o.from, .receiver = receiver};
 	struct wait w = {base, NULL};
 	struct spf_req *q = spf_check(base, r, &p, on_result, &w);
 	if (q == NULL) {
@@ -202,7 +146,7 @@ int cmd_spf(struct cli *cli, int argc, char **argv)
 			buf_printf(&out, "explanation: %s\n", exp);
 	}
 	spf_eval_free(e);
-	int rc = cli_print_buf(&out);
+	rc = cli_print_buf(&out);
 	buf_free(&out);
 	return rc;
 }

@@ -107,6 +107,21 @@ int util_fsync_dir(const char *path)
 	return r;
 }
 
+int util_base64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
 void util_lower(char *s)
 {
 	for (; *s; s++)
@@ -114,7 +129,10 @@ void util_lower(char *s)
 			*s = (char)(*s - 'A' + 'a');
 }
 
-bool util_streq_ci(const char *a, const char *b) { return strcasecmp(a, b) == 0; }
+bool util_streq_ci(const char *a, const char *b)
+{
+	return strcasecmp(a, b) == 0;
+}
 
 int util_drop_privileges(const char *user, struct buf *err)
 {
@@ -122,15 +140,16 @@ int util_drop_privileges(const char *user, struct buf *err)
 		return 0;
 	struct passwd *pw = getpwnam(user);
 	if (pw == NULL) {
-		buf_printf(err, "no such user \"%s\" (config key user); create it, or set user = \"\"",
-		    user);
+		buf_printf(err,
+		    "no such user \"%s\" (config key user); create it, or set user = \"\"", user);
 		return -1;
 	}
 	if (geteuid() != 0) {
 		if (geteuid() == pw->pw_uid)
 			return 0;
-		buf_printf(err, "cannot switch to user %s: not started as root; start as root or "
-		                "set user = \"\"",
+		buf_printf(err,
+		    "cannot switch to user %s: not started as root; start as root or "
+		    "set user = \"\"",
 		    user);
 		return -1;
 	}

@@ -27,6 +27,8 @@ int util_mkdir_p(const char *path, mode_t mode);
 int util_fsync_dir(const char *path);
 /* Lower-case ASCII letters in place. */
 void util_lower(char *s);
+/* The 6-bit value of a base64 character (RFC 4648 4), -1 for any other. */
+int util_base64_value(unsigned char c);
 /* Case-insensitive ASCII compare of two NUL-terminated strings. */
 bool util_streq_ci(const char *a, const char *b);
 
