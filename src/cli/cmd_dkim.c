@@ -494,7 +494,7 @@ static int change_keys(
 			continue;
 		if (rc != STORE_OK)
 			return rc;
-		snprintf(done[(*ndone)++], 80, "%s", want[k]);
+		memcpy(done[(*ndone)++], want[k], sizeof want[k]);
 		if (k == 0)
 			break; /* the exact selector: not a pair */
 	}
