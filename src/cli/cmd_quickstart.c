@@ -428,7 +428,8 @@ static int write_new_file(const char *path, const struct buf *text)
 
 static void print_result(struct cli *cli, const struct qs_opts *o, const char *conf,
     const char *data_dir, const char *hostname, const char *listen_ip, bool v6,
-    const char *postmaster, const char *password, const struct qs_tls *tls, const char *records)
+    const char *postmaster, const char *password, const struct qs_tls *tls, const char *records,
+    const struct buf *records_json)
 {
 	struct buf out = BUF_INIT;
 	if (cli->json) {
@@ -455,6 +456,11 @@ static void print_result(struct cli *cli, const struct qs_opts *o, const char *c
 		json_string(&j, tls->key);
 		json_key(&j, "tls_self_signed");
 		json_bool(&j, tls->self_signed);
+		json_key(&j, "dns_records"); /* as 'dns records --json' prints them */
+		size_t rl = records_json->len;
+		while (rl > 0 && records_json->data[rl - 1] == '\n')
+			rl--;
+		json_raw(&j, records_json->data ? records_json->data : "[]", rl ? rl : 2);
 		json_object_end(&j);
 		buf_putc(&out, '\n');
 		cli_print_buf(&out);
@@ -538,7 +544,7 @@ static int quickstart(struct cli *cli, struct qs_opts *o)
 	struct buf conf = BUF_INIT, tmp = BUF_INIT, data = BUF_INIT, text = BUF_INIT;
 	struct buf pw = BUF_INIT, hash = BUF_INIT, err = BUF_INIT, addr = BUF_INIT;
 	struct buf tls_dir = BUF_INIT, tls_cert = BUF_INIT, tls_key = BUF_INIT;
-	struct buf records = BUF_INIT;
+	struct buf records = BUF_INIT, records_json = BUF_INIT;
 	char *given_cert = NULL, *given_key = NULL;
 	struct qs_tls tls = {NULL, NULL, false};
 	struct config cfg;
@@ -741,6 +747,9 @@ static int quickstart(struct cli *cli, struct qs_opts *o)
 	bool json = cli->json;
 	cli->json = false;
 	src = cli_dns_records(cli, st, o->domain, hostname, &records);
+	cli->json = true;
+	if (src == 0)
+		src = cli_dns_records(cli, st, o->domain, hostname, &records_json);
 	cli->json = json;
 	if (src != 0)
 		goto out;
@@ -759,7 +768,7 @@ static int quickstart(struct cli *cli, struct qs_opts *o)
 	(void)util_fsync_dir(dir);
 
 	print_result(cli, o, buf_cstr(&conf), cfg.data_dir, hostname, listen_ip, v6,
-	    buf_cstr(&addr), buf_cstr(&pw), &tls, buf_cstr(&records));
+	    buf_cstr(&addr), buf_cstr(&pw), &tls, buf_cstr(&records), &records_json);
 	rc = 0;
 out:
 	if (tmp_written)
@@ -784,6 +793,7 @@ out:
 	buf_free(&tls_cert);
 	buf_free(&tls_key);
 	buf_free(&records);
+	buf_free(&records_json);
 	free(given_cert);
 	free(given_key);
 	cli_buf_wipe(&pw);

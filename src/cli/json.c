@@ -113,6 +113,12 @@ void json_null(struct json *j)
 	buf_puts(j->out, "null");
 }
 
+void json_raw(struct json *j, const char *s, size_t n)
+{
+	before_value(j);
+	buf_append(j->out, s, n);
+}
+
 size_t json_utf8_len(const unsigned char *s, size_t n)
 {
 	if (n == 0)

@@ -47,6 +47,8 @@ void json_int(struct json *j, int64_t v);
 void json_uint(struct json *j, uint64_t v);
 void json_bool(struct json *j, bool v);
 void json_null(struct json *j);
+/* A value that is JSON already (another writer's output), n bytes. */
+void json_raw(struct json *j, const char *s, size_t n);
 
 /* Append s (n bytes) to out as a quoted, escaped JSON string. */
 void json_escape(struct buf *out, const char *s, size_t n);

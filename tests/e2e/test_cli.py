@@ -357,3 +357,22 @@ def test_errors_exit_1_with_a_message(server, words):
 def test_missing_config_file_is_an_error(tmp_path):
     assert_user_error(run("-c", str(tmp_path / "missing.conf"), "user", "list"), "missing config")
     assert_user_error(run("-c"), "-c without a file")
+
+
+def test_quickstart_json_makes_dkim_keys_and_lists_the_records(tmp_path):
+    """quickstart makes the domain's RSA and Ed25519 signing keys and, with
+    --json, gives the records to publish as 'dns records --json' does."""
+    d = tmp_path / "qj"
+    r = run("quickstart", "--domain", "qj.test", "--dir", str(d), "--dev", "--listen",
+            "127.0.0.1", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    types = [(x["name"].split(".")[0][-1:] if "_domainkey" in x["name"] else x["name"], x["type"])
+             for x in out["dns_records"]]
+    assert types == [("qj.test", "MX"), ("qj.test", "TXT"), ("r", "TXT"), ("e", "TXT"),
+                     ("_dmarc.qj.test", "TXT")], out["dns_records"]
+    conf = str(d / "dakiya.conf")
+    keys = json.loads(run("-c", conf, "dkim", "list", "qj.test", "--json").stdout)
+    assert [(k["algorithm"], k["signing"]) for k in keys] == [("rsa", True), ("ed25519", True)]
+    again = json.loads(run("-c", conf, "dns", "records", "qj.test", "--json").stdout)
+    assert again == out["dns_records"]
