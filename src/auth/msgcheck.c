@@ -10,6 +10,7 @@
 #include "auth/msgcheck.h"
 
 #include <ctype.h>
+#include <idn2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,8 +119,9 @@ static void dmarc_answer(struct dns_answer *a, void *arg)
 
 /* The domain of the first author in the From field, lower case; "" when
  * there is no From, it cannot be parsed, or it has no domain. */
-/* Lower-case domain d (n bytes, outer dots dropped) into out; false when
- * it does not fit or is a literal. */
+/* Lower-case domain d (n bytes, outer dots dropped) into out, a UTF-8
+ * (U-label) name as its A-labels, the form DNS and d= use (RFC 5890);
+ * false when it does not fit, is a literal or is no valid IDN. */
 static bool put_domain(const char *d, size_t n, char *out, size_t max)
 {
 	while (n > 0 && d[n - 1] == '.')
@@ -130,10 +132,23 @@ static bool put_domain(const char *d, size_t n, char *out, size_t max)
 	}
 	if (n == 0 || n >= max || d[0] == '[')
 		return false;
-	for (size_t i = 0; i < n; i++)
+	bool utf8 = false;
+	for (size_t i = 0; i < n; i++) {
 		out[i] = (char)((d[i] >= 'A' && d[i] <= 'Z') ? d[i] + 32 : d[i]);
+		utf8 |= (unsigned char)d[i] >= 0x80;
+	}
 	out[n] = '\0';
-	return true;
+	if (!utf8)
+		return true;
+	char *a = NULL;
+	bool ok = idn2_to_ascii_8z(out, &a, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) == IDN2_OK &&
+	          strlen(a) < max;
+	if (ok)
+		snprintf(out, max, "%s", a);
+	else
+		out[0] = '\0';
+	idn2_free(a);
+	return ok;
 }
 
 /* The number of From fields (name compared as relaxed canonicalization

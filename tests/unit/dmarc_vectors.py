@@ -87,6 +87,12 @@ def main():
     # test_finddomain.c): DMARC must not be dodged by breaking the syntax
     for e in org["opendmarc-from"]:
         ask("F\t" + e["from"].encode().hex(), ("word", e["domain"]), "from " + e["from"])
+    # ours: an IDN author domain is looked up as its A-labels (RFC 5890), the
+    # form a policy is published at and d= names
+    for v, want in (("CEO <ceo@Ex\u00e4mple.test>", "xn--exmple-cua.test"),
+                     ("a@\u00fc\u00f1\u00ee.example", "xn--fdaf6a.example"),
+                     ("a@xn--exmple-cua.test", "xn--exmple-cua.test")):
+        ask("F\t" + v.encode().hex(), ("word", want), "idn from " + v)
     out = subprocess.run([driver], input="\n".join(lines) + "\n", capture_output=True,
                          text=True, timeout=60)
     if out.returncode != 0:
