@@ -225,15 +225,6 @@ static bool domain_copy(const char *p, size_t n, bool selector, char *out)
 	return true;
 }
 
-/* Is sub the domain d or below it? Both lower case. */
-static bool within(const char *sub, const char *d)
-{
-	size_t ls = strlen(sub), ld = strlen(d);
-	if (ls == ld)
-		return strcasecmp(sub, d) == 0;
-	return ls > ld && sub[ls - ld - 1] == '.' && strcasecmp(sub + ls - ld, d) == 0;
-}
-
 static bool digits(const char *p, size_t n, size_t maxd, uint64_t *out)
 {
 	if (n == 0 || n > maxd)
@@ -370,7 +361,7 @@ bool dkim_sig_parse(const char *v, size_t n, struct dkim_sig *sig, struct buf *w
 			buf_puts(why, "the signature's i= is not an address or @domain");
 			return false;
 		}
-		if (!within(dom, sig->d)) {
+		if (!util_domain_within(dom, sig->d)) {
 			buf_puts(why, "the signature's i= is not within d=");
 			return false;
 		}

@@ -440,55 +440,73 @@ const char *msgcheck_disposition(const struct msgcheck *mc)
 	return mc->disposition;
 }
 
-void msgcheck_put_comment(struct buf *b, const char *p, size_t max)
+enum msgcheck_action msgcheck_action_named(const char *name)
 {
-	for (size_t i = 0; p[i] && i < max; i++) {
-		unsigned char c = (unsigned char)p[i];
-		bool ok = c >= 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\';
-		buf_putc(b, ok ? (char)c : ' ');
+	return strcmp(name, "refuse") == 0 ? MSGCHECK_REFUSE
+	       : strcmp(name, "junk") == 0 ? MSGCHECK_JUNK
+	                                   : MSGCHECK_DELIVER;
+}
+
+void msgcheck_spf_of(
+    struct msgcheck_spf *sp, const struct spf_eval *e, const char *mail_from, const char *helo)
+{
+	*sp = (struct msgcheck_spf){0};
+	bool h = e ? strcmp(spf_eval_identity(e), "helo") == 0 : !mail_from[0];
+	sp->helo = h;
+	sp->value = h ? helo : mail_from;
+	const char *at = strrchr(mail_from, '@');
+	sp->domain = h ? helo : at ? at + 1 : "";
+	if (e != NULL) {
+		sp->checked = true;
+		sp->result = spf_eval_result(e);
+		sp->reason = spf_eval_reason(e);
 	}
 }
 
-void msgcheck_put_value(struct buf *b, const char *p, size_t max)
+/* ";\r\n\tspf=RESULT (reason) smtp.mailfrom=VALUE", if SPF was checked */
+static void put_spf(struct buf *out, const struct msgcheck_spf *spf)
 {
-	for (size_t i = 0; p[i] && i < max; i++) {
-		unsigned char c = (unsigned char)p[i];
-		bool ok = c > 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\' && c != ';';
-		buf_putc(b, ok ? (char)c : '_');
-	}
+	if (spf == NULL || !spf->checked)
+		return;
+	buf_printf(out, ";\r\n\tspf=%s (", spf_result_name(spf->result));
+	smtp_header_put_comment(out, spf->reason ? spf->reason : "", 200);
+	buf_printf(out, ") smtp.%s=", spf->helo ? "helo" : "mailfrom");
+	smtp_header_put_word(out, spf->value ? spf->value : "", 320);
+}
+
+void msgcheck_spf_results(const char *authserv_id, const struct msgcheck_spf *spf, struct buf *out)
+{
+	buf_printf(out, "Authentication-Results: %s", authserv_id);
+	put_spf(out, spf);
+	buf_puts(out, "\r\n");
 }
 
 void msgcheck_auth_results(const struct msgcheck *mc, const char *authserv_id,
     const struct msgcheck_spf *spf, struct buf *out)
 {
 	buf_printf(out, "Authentication-Results: %s", authserv_id);
-	if (spf && spf->checked) {
-		buf_printf(out, ";\r\n\tspf=%s (", spf_result_name(spf->result));
-		msgcheck_put_comment(out, spf->reason ? spf->reason : "", 200);
-		buf_printf(out, ") smtp.%s=", spf->helo ? "helo" : "mailfrom");
-		msgcheck_put_value(out, spf->value ? spf->value : "", 320);
-	}
+	put_spf(out, spf);
 	if (mc->want_dkim && msgcheck_ndkim(mc) == 0)
 		buf_puts(out, ";\r\n\tdkim=none (no signature)");
 	for (size_t i = 0; i < msgcheck_ndkim(mc); i++) {
 		const struct dkim_sig_result *r = msgcheck_dkim(mc, i);
 		buf_printf(out, ";\r\n\tdkim=%s (", dkim_result_name(r->result));
-		msgcheck_put_comment(out, r->reason, 160);
+		smtp_header_put_comment(out, r->reason, 160);
 		if (r->testing)
 			buf_puts(out, ", key in test mode");
 		buf_puts(out, ")");
 		if (r->d[0]) {
 			buf_puts(out, " header.d=");
-			msgcheck_put_value(out, r->d, 253);
+			smtp_header_put_word(out, r->d, 253);
 			buf_puts(out, " header.i=");
-			msgcheck_put_value(out, r->i, 320);
+			smtp_header_put_word(out, r->i, 320);
 			buf_puts(out, " header.s=");
-			msgcheck_put_value(out, r->s, 253);
+			smtp_header_put_word(out, r->s, 253);
 			if (r->a[0])
 				buf_printf(out, " header.a=%s", r->a);
 			if (r->b_prefix[0]) {
 				buf_puts(out, " header.b=");
-				msgcheck_put_value(out, r->b_prefix, 8);
+				smtp_header_put_word(out, r->b_prefix, 8);
 			}
 		}
 	}
@@ -499,7 +517,7 @@ void msgcheck_auth_results(const struct msgcheck *mc, const char *authserv_id,
 			buf_printf(
 			    out, " (p=%s dis=%s)", dmarc_policy_name(v->policy), mc->disposition);
 		buf_puts(out, " header.from=");
-		msgcheck_put_value(out, mc->from, 253);
+		smtp_header_put_word(out, mc->from, 253);
 	}
 	if (!(spf && spf->checked) && msgcheck_ndkim(mc) == 0 && !mc->want_dkim && v == NULL)
 		buf_puts(out, "; none");

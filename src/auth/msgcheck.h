@@ -105,9 +105,16 @@ enum msgcheck_from {
 };
 enum msgcheck_from msgcheck_author_domain(const char *hdr, size_t hlen, char *out, size_t max);
 
-/* Header comments and property values: printable ASCII only (RFC 8601
- * keeps to RFC 5322 atoms and comments), at most max bytes. */
-void msgcheck_put_comment(struct buf *b, const char *p, size_t max);
-void msgcheck_put_value(struct buf *b, const char *p, size_t max);
+/* "refuse", "junk" or "deliver" (config checks.*; anything else: deliver). */
+enum msgcheck_action msgcheck_action_named(const char *name);
+/* What SPF said, from its evaluation e, for the identity the envelope
+ * names; e NULL: not checked (checked false), the identity and its domain
+ * still set, for DMARC to know what an unchecked SPF could have aligned.
+ * The strings point into e, mail_from and helo. */
+void msgcheck_spf_of(
+    struct msgcheck_spf *sp, const struct spf_eval *e, const char *mail_from, const char *helo);
+/* An Authentication-Results field (CRLF ended) with the SPF verdict only,
+ * for mail that gets no other check. */
+void msgcheck_spf_results(const char *authserv_id, const struct msgcheck_spf *spf, struct buf *out);
 
 #endif

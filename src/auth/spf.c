@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "core/util.h"
 
 #define SPF_MAX_LOOKUPS 400 /* distinct lookups kept in one evaluation's cache */
 
@@ -769,14 +770,6 @@ static int client_ptr(struct run *r, const struct dns_answer **pa)
 	return 0;
 }
 
-/* Is n the domain itself or a name under it (case-insensitive)? */
-static bool name_within(const char *n, const char *domain)
-{
-	size_t nl = strlen(n), dl = strlen(domain);
-	return strcasecmp(n, domain) == 0 ||
-	       (nl > dl && n[nl - dl - 1] == '.' && strcasecmp(n + nl - dl, domain) == 0);
-}
-
 /* Does a forward lookup of n give the client's address (*ok)? DNS errors
  * just say no. 0, or RUN_NEED. */
 static int name_validated(struct run *r, const char *n, bool *ok)
@@ -811,7 +804,7 @@ static int compute_ptr(struct run *r, const char *domain)
 			return RUN_NEED;
 		if (!ok)
 			continue;
-		bool sub = name_within(n, domain);
+		bool sub = util_domain_within(n, domain);
 		if (best == NULL || sub)
 			best = n;
 		if (sub)
@@ -912,7 +905,7 @@ static int compute_ptr_list(struct run *r, const char *target, int *match)
 		return RUN_NEED;
 	for (size_t i = 0; pa && i < pa->n && i < SPF_MAX_NAMES && !*match; i++) {
 		const char *n = pa->names[i];
-		if (!name_within(n, target))
+		if (!util_domain_within(n, target))
 			continue;
 		bool ok;
 		if (name_validated(r, n, &ok) == RUN_NEED)

@@ -127,13 +127,6 @@ static int read_message(const char *path, struct buf *out)
 	return 0;
 }
 
-static enum msgcheck_action action_of(const char *n)
-{
-	return strcmp(n, "refuse") == 0 ? MSGCHECK_REFUSE
-	       : strcmp(n, "junk") == 0 ? MSGCHECK_JUNK
-	                                : MSGCHECK_DELIVER;
-}
-
 static void print_text(struct buf *out, struct msgcheck *mc, const struct msgcheck_spf *sp)
 {
 	buf_printf(out, "spf: %s (%s) smtp.%s=%s\n", spf_result_name(sp->result), sp->reason,
@@ -252,9 +245,9 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 		if (cli_load_config(cli) != 0)
 			return 1;
 		receiver = cli->cfg.hostname;
-		pol = (struct msgcheck_policy){action_of(cli->cfg.checks.dmarc_reject),
-		    action_of(cli->cfg.checks.dmarc_quarantine),
-		    action_of(cli->cfg.checks.spf_fail)};
+		pol = (struct msgcheck_policy){msgcheck_action_named(cli->cfg.checks.dmarc_reject),
+		    msgcheck_action_named(cli->cfg.checks.dmarc_quarantine),
+		    msgcheck_action_named(cli->cfg.checks.spf_fail)};
 	}
 	struct buf msg = BUF_INIT;
 	if (read_message(path, &msg) != 0) {
@@ -293,18 +286,8 @@ int cmd_check(struct cli *cli, int argc, char **argv)
 		if (!msgcheck_end(mc, on_checks, &w))
 			while (!w.done)
 				event_base_dispatch(base);
-		const char *at = strrchr(from, '@');
-		bool helo_id = strcmp(spf_eval_identity(w.spf), "helo") == 0;
-		struct msgcheck_spf sp = {
-		    .checked = true,
-		    .result = spf_eval_result(w.spf),
-		    .reason = spf_eval_reason(w.spf),
-		    .helo = helo_id,
-		    .value = helo_id ? helo : from,
-		    .domain = helo_id ? helo
-		              : at    ? at + 1
-		                      : "",
-		};
+		struct msgcheck_spf sp;
+		msgcheck_spf_of(&sp, w.spf, from, helo);
 		msgcheck_finish(mc, &sp, &pol);
 		struct buf ar = BUF_INIT, out = BUF_INIT;
 		msgcheck_auth_results(mc, receiver, &sp, &ar);

@@ -134,6 +134,13 @@ bool util_streq_ci(const char *a, const char *b)
 	return strcasecmp(a, b) == 0;
 }
 
+bool util_domain_within(const char *name, const char *domain)
+{
+	size_t nl = strlen(name), dl = strlen(domain);
+	return strcasecmp(name, domain) == 0 ||
+	       (nl > dl && name[nl - dl - 1] == '.' && strcasecmp(name + nl - dl, domain) == 0);
+}
+
 int util_drop_privileges(const char *user, struct buf *err)
 {
 	if (user == NULL || *user == '\0')

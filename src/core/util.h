@@ -31,6 +31,8 @@ void util_lower(char *s);
 int util_base64_value(unsigned char c);
 /* Case-insensitive ASCII compare of two NUL-terminated strings. */
 bool util_streq_ci(const char *a, const char *b);
+/* Is name the domain itself or a name below it (case-insensitively)? */
+bool util_domain_within(const char *name, const char *domain);
 
 /* Become user (name; "" or NULL = stay who we are): supplementary groups,
  * gid, uid, irrevocably. Already that user: nothing to do. Not root: an

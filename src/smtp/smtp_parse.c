@@ -866,3 +866,21 @@ bool smtp_hdr_scan_feed(struct smtp_hdr_scan *h, const char *p, size_t len)
 	}
 	return h->done;
 }
+
+void smtp_header_put_word(struct buf *b, const char *p, size_t max)
+{
+	for (size_t i = 0; p[i] && i < max; i++) {
+		unsigned char c = (unsigned char)p[i];
+		bool ok = c > 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\' && c != ';';
+		buf_putc(b, ok ? (char)c : '_');
+	}
+}
+
+void smtp_header_put_comment(struct buf *b, const char *p, size_t max)
+{
+	for (size_t i = 0; p[i] && i < max; i++) {
+		unsigned char c = (unsigned char)p[i];
+		bool ok = c >= 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\';
+		buf_putc(b, ok ? (char)c : ' ');
+	}
+}

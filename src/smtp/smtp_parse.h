@@ -150,6 +150,13 @@ static inline bool smtp_data_done(const struct smtp_data_parser *p)
  * the field is absent); a cut never splits a UTF-8 sequence. Lines may end in
  * CRLF or a bare LF. */
 bool smtp_header_get(const char *msg, size_t len, const char *name, struct buf *out, size_t max);
+/* Peer text for a header field we write: printable ASCII except ( ) \ ;
+ * (anything else becomes "_"), at most max bytes (a word: a host name, an
+ * address, a property value). */
+void smtp_header_put_word(struct buf *b, const char *p, size_t max);
+/* The same for a comment: printable ASCII and spaces, no ( ) \ (RFC 5322
+ * ctext; anything else becomes a space). */
+void smtp_header_put_comment(struct buf *b, const char *p, size_t max);
 /* Length of the header section (up to and including the empty line), or len
  * if none is found. */
 size_t smtp_header_section_len(const char *msg, size_t len);

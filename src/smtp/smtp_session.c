@@ -475,16 +475,6 @@ static bool lrcpt_add(
 
 /* ---------------------------------------------------------------- Received: */
 
-/* Copy peer text into b for a header: printable ASCII except ()\;, max n. */
-static void put_sanitised(struct buf *b, const char *p, size_t max)
-{
-	for (size_t i = 0; p[i] && i < max; i++) {
-		unsigned char c = (unsigned char)p[i];
-		bool ok = c > 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\' && c != ';';
-		buf_putc(b, ok ? (char)c : '_');
-	}
-}
-
 static bool dot_atom_address(const char *a)
 {
 	for (; *a; a++) {
@@ -509,7 +499,7 @@ static void write_received(struct smtp_session *s)
 		/* locally submitted: no network peer to name */
 		buf_printf(&h, "Received: by %s (dakiya, from userid %u ", s->w->cfg->hostname,
 		    s->local_uid);
-		put_sanitised(&h, s->local_user, 64);
+		smtp_header_put_word(&h, s->local_user, 64);
 		buf_printf(&h, ")\r\n\tid %s", t->msg->qid);
 	} else {
 		/* RFC 3848 / RFC 6531 protocol names: S = TLS, A = authenticated */
@@ -517,13 +507,13 @@ static void write_received(struct smtp_session *s)
 		snprintf(proto, sizeof proto, "%s%s%s%s", t->smtputf8 ? "UTF8" : "",
 		    s->esmtp ? "ESMTP" : "SMTP", s->tls ? "S" : "", s->auth_user ? "A" : "");
 		buf_puts(&h, "Received: from ");
-		put_sanitised(&h, s->helo ? s->helo : "unknown", HELO_MAX);
+		smtp_header_put_word(&h, s->helo ? s->helo : "unknown", HELO_MAX);
 		buf_printf(&h, " (%s%s])", s->ss.ss_family == AF_INET6 ? "[IPv6:" : "[", s->ip);
 		if (s->tls_comment)
 			buf_printf(&h, "\r\n\t(%s)", s->tls_comment);
 		if (s->auth_user && s->w->cfg->submission.received_login) {
 			buf_puts(&h, "\r\n\t(authenticated as ");
-			put_sanitised(&h, s->auth_user, 300);
+			smtp_header_put_word(&h, s->auth_user, 300);
 			buf_puts(&h, ")");
 		}
 		buf_printf(&h, "\r\n\tby %s (dakiya) with %s id %s", s->w->cfg->hostname, proto,
@@ -845,31 +835,12 @@ static void commit_now(struct smtp_session *s)
 static void spf_for_checks(struct smtp_session *s, struct msgcheck_spf *sp)
 {
 	struct txn *t = s->tx;
-	*sp = (struct msgcheck_spf){0};
-	/* the identity and its domain also when SPF was not checked: DMARC
-	 * must know what an unchecked SPF might have aligned */
-	bool helo = t->spf ? strcmp(spf_eval_identity(t->spf), "helo") == 0 : !t->mail_from[0];
-	sp->helo = helo;
-	sp->value = helo ? (s->helo ? s->helo : "") : t->mail_from;
-	const char *at = strrchr(t->mail_from, '@');
-	sp->domain = helo ? sp->value : at ? at + 1 : "";
-	if (t->spf == NULL && !t->spf_timed_out)
-		return;
-	sp->checked = true;
-	if (t->spf) {
-		sp->result = spf_eval_result(t->spf);
-		sp->reason = spf_eval_reason(t->spf);
-	} else {
+	msgcheck_spf_of(sp, t->spf, t->mail_from, s->helo ? s->helo : "");
+	if (t->spf == NULL && t->spf_timed_out) {
+		sp->checked = true;
 		sp->result = SPF_TEMPERROR;
 		sp->reason = "the check took too long";
 	}
-}
-
-static enum msgcheck_action action_named(const char *n)
-{
-	return strcmp(n, "refuse") == 0 ? MSGCHECK_REFUSE
-	       : strcmp(n, "junk") == 0 ? MSGCHECK_JUNK
-	                                : MSGCHECK_DELIVER;
 }
 
 /* The end of data of received mail, every answer in: DKIM, DMARC and the
@@ -883,9 +854,9 @@ static bool apply_checks(struct smtp_session *s)
 	struct msgcheck_spf sp;
 	spf_for_checks(s, &sp);
 	struct msgcheck_policy pol = {
-	    action_named(c->checks.dmarc_reject),
-	    action_named(c->checks.dmarc_quarantine),
-	    action_named(c->checks.spf_fail),
+	    msgcheck_action_named(c->checks.dmarc_reject),
+	    msgcheck_action_named(c->checks.dmarc_quarantine),
+	    msgcheck_action_named(c->checks.spf_fail),
 	};
 	msgcheck_finish(t->mc, &sp, &pol);
 	enum msgcheck_action act = msgcheck_action(t->mc);
@@ -956,39 +927,18 @@ static bool apply_checks(struct smtp_session *s)
 	return go_on;
 }
 
-/* A header comment: printable ASCII and spaces, no parentheses or
- * backslashes (RFC 5322 ctext), at most max bytes. */
-static void put_comment(struct buf *b, const char *p, size_t max)
-{
-	for (size_t i = 0; p[i] && i < max; i++) {
-		unsigned char c = (unsigned char)p[i];
-		bool ok = c >= 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\';
-		buf_putc(b, ok ? (char)c : ' ');
-	}
-}
-
-/* Authentication-Results (RFC 8601) with what was checked: SPF so far. */
+/* Authentication-Results (RFC 8601) when SPF is the only check (without
+ * late mode: DKIM and DMARC, when on, write the whole field at the end). */
 static void write_auth_results(struct smtp_session *s)
 {
 	struct txn *t = s->tx;
-	if (t->spf == NULL && !t->spf_timed_out)
+	struct msgcheck_spf sp;
+	spf_for_checks(s, &sp);
+	if (!sp.checked)
 		return;
 	struct buf h = BUF_INIT;
 	buf_init(&h, 4096);
-	buf_printf(&h, "Authentication-Results: %s;\r\n\tspf=", s->w->cfg->hostname);
-	if (t->spf == NULL) {
-		buf_puts(&h, "temperror (the check took too long)");
-		buf_puts(&h, t->mail_from[0] ? " smtp.mailfrom=" : " smtp.helo=");
-		put_sanitised(&h, t->mail_from[0] ? t->mail_from : (s->helo ? s->helo : ""), 320);
-	} else {
-		const char *id = spf_eval_identity(t->spf);
-		buf_printf(&h, "%s (", spf_result_name(spf_eval_result(t->spf)));
-		put_comment(&h, spf_eval_reason(t->spf), 200);
-		buf_printf(&h, ") smtp.%s=", strcmp(id, "helo") == 0 ? "helo" : "mailfrom");
-		put_sanitised(
-		    &h, strcmp(id, "helo") == 0 ? (s->helo ? s->helo : "") : t->mail_from, 320);
-	}
-	buf_puts(&h, "\r\n");
+	msgcheck_spf_results(s->w->cfg->hostname, &sp, &h);
 	accept_write_prefix(t->msg, h.data, h.len);
 	buf_free(&h);
 }

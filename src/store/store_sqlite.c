@@ -1593,16 +1593,24 @@ int store_dkim_add(struct store *st, const char *domain, const char *selector,
 	return ret;
 }
 
-/* Q_DKIM_DEL or Q_DKIM_ACTIVATE for (domain, selector). */
-static int dkim_change(struct store *st, enum stmt_id q, const char *domain, const char *selector)
+/* The domain as stored (lower case) into d, if it is one of ours:
+ * STORE_OK, STORE_INVALID or STORE_NOTLOCAL. */
+static int our_domain(struct store *st, const char *domain, char d[ADDR_DOMAIN_MAX + 1])
 {
-	char d[ADDR_DOMAIN_MAX + 1];
 	if (!domain_parse(domain, d))
 		return STORE_INVALID;
 	int64_t id;
 	int ret = domain_id(st, d, &id);
+	return ret == STORE_NOTFOUND ? STORE_NOTLOCAL : ret;
+}
+
+/* Q_DKIM_DEL or Q_DKIM_ACTIVATE for (domain, selector). */
+static int dkim_change(struct store *st, enum stmt_id q, const char *domain, const char *selector)
+{
+	char d[ADDR_DOMAIN_MAX + 1];
+	int ret = our_domain(st, domain, d);
 	if (ret != STORE_OK)
-		return ret == STORE_NOTFOUND ? STORE_NOTLOCAL : ret;
+		return ret;
 	sqlite3_stmt *s = q_get(st, q);
 	if (s == NULL)
 		return STORE_ERR;
@@ -1631,12 +1639,9 @@ int store_dkim_list(struct store *st, const char *domain,
     void (*cb)(void *arg, const struct store_dkim_key *k), void *arg)
 {
 	char d[ADDR_DOMAIN_MAX + 1];
-	if (!domain_parse(domain, d))
-		return STORE_INVALID;
-	int64_t id;
-	int ret = domain_id(st, d, &id);
+	int ret = our_domain(st, domain, d);
 	if (ret != STORE_OK)
-		return ret == STORE_NOTFOUND ? STORE_NOTLOCAL : ret;
+		return ret;
 	sqlite3_stmt *s = q_get(st, Q_DKIM_LIST);
 	if (s == NULL)
 		return STORE_ERR;
